@@ -1,0 +1,138 @@
+"""One error hierarchy for every server and the gateway.
+
+Each error type carries its HTTP status and gRPC code, so REST and gRPC answer the same failure
+the same way (stock KServe does not: its `InferenceError` is 500 over REST and INVALID_ARGUMENT
+over gRPC). The errors subclass grpc-interceptor's `GrpcException`, which is what KServe's gRPC
+exception interceptor turns into a status with our code and message; REST handlers use
+`http_status` and answer `{"error": message}`, the v1/v2 error format.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from grpc import StatusCode
+from grpc_interceptor.exceptions import GrpcException
+
+__all__ = [
+    "BackendUnavailable",
+    "BackendTimeout",
+    "InvalidInput",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelServeError",
+    "NotReady",
+    "PayloadTooLarge",
+    "TooManyRequests",
+    "UnsupportedMediaType",
+    "UnprocessableEntity",
+    "error_body",
+    "status_for_http",
+]
+
+
+class ModelServeError(GrpcException):
+    """Base of every error a client can be told about, with its status in both protocols."""
+
+    http_status: ClassVar[int] = 500
+    grpc_code: ClassVar[StatusCode] = StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(details=message, status_code=self.grpc_code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ModelServeError):
+    """The request is malformed: bad JSON, wrong shape, datatype or value."""
+
+    http_status = 400
+    grpc_code = StatusCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(ModelServeError):
+    """No model or service with that name."""
+
+    http_status = 404
+    grpc_code = StatusCode.NOT_FOUND
+
+
+class PayloadTooLarge(ModelServeError):
+    """The request body exceeds the configured limit."""
+
+    http_status = 413
+    grpc_code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnsupportedMediaType(ModelServeError):
+    """The request's content type cannot be decoded."""
+
+    http_status = 415
+    grpc_code = StatusCode.INVALID_ARGUMENT
+
+
+class UnprocessableEntity(ModelServeError):
+    """Well-formed, but the model cannot act on it (e.g. predict_proba on a model without it)."""
+
+    http_status = 422
+    grpc_code = StatusCode.FAILED_PRECONDITION
+
+
+class TooManyRequests(ModelServeError):
+    """A limit on concurrent or queued requests was reached."""
+
+    http_status = 429
+    grpc_code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class NotReady(ModelServeError):
+    """The model or a component behind it is not ready yet."""
+
+    http_status = 503
+    grpc_code = StatusCode.UNAVAILABLE
+
+
+class BackendUnavailable(ModelServeError):
+    """A component the request must pass through is down or refused the connection."""
+
+    http_status = 503
+    grpc_code = StatusCode.UNAVAILABLE
+
+
+class BackendTimeout(ModelServeError):
+    """A component did not answer within the request timeout."""
+
+    http_status = 504
+    grpc_code = StatusCode.DEADLINE_EXCEEDED
+
+
+class ModelLoadError(ModelServeError):
+    """The model artifact could not be found or loaded (a start-up failure, not a request one)."""
+
+    http_status = 503
+    grpc_code = StatusCode.UNAVAILABLE
+
+
+def error_body(message: str) -> dict[str, str]:
+    """The error body of KServe's v1 and v2 REST protocols."""
+    return {"error": message}
+
+
+_GRPC_TO_HTTP: dict[StatusCode, int] = {
+    StatusCode.INVALID_ARGUMENT: 400,
+    StatusCode.NOT_FOUND: 404,
+    StatusCode.RESOURCE_EXHAUSTED: 429,
+    StatusCode.FAILED_PRECONDITION: 422,
+    StatusCode.UNAVAILABLE: 503,
+    StatusCode.DEADLINE_EXCEEDED: 504,
+    StatusCode.UNIMPLEMENTED: 501,
+    StatusCode.UNAUTHENTICATED: 401,
+    StatusCode.PERMISSION_DENIED: 403,
+}
+
+
+def status_for_http(code: StatusCode) -> int:
+    """The HTTP status that answers a gRPC status (for proxies that translate between them)."""
+    return _GRPC_TO_HTTP.get(code, 500)

@@ -1,0 +1,62 @@
+"""The base of our predictors: strict decoding, model calls off the event loop, v2 responses.
+
+KServe's `Model` runs a synchronous `predict` on the event loop, so one slow call stalls every
+other request on the server (kserve#3950). Here `predict` is async and hands the model call to
+the loop's executor (a thread pool sized by `--max_asyncio_workers`), once, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import kserve
+import numpy as np
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from servers.protocol.v1 import parse_json_body
+from servers.protocol.v2 import decode_inputs, make_response
+
+__all__ = ["TensorModel", "TensorOutputs"]
+
+T = TypeVar("T")
+# Output name -> (array, v2 datatype).
+TensorOutputs = Mapping[str, tuple[np.ndarray, str]]
+
+
+class TensorModel(kserve.Model):
+    """A kserve.Model whose subclasses implement `infer_v1` and `infer_v2` synchronously."""
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | bytes | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """Decode the request strictly, run the model in a worker thread, encode the result."""
+        if isinstance(payload, InferRequest):
+            arrays = decode_inputs(payload)
+            requested = [o.name for o in payload.request_outputs or []]
+            params = payload.parameters if isinstance(payload.parameters, dict) else {}
+            outputs = await self._off_loop(self.infer_v2, arrays, params, requested)
+            return make_response(payload, self.name, outputs)
+        doc = parse_json_body(payload)
+        return await self._off_loop(self.infer_v1, doc)
+
+    @staticmethod
+    async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    @abstractmethod
+    def infer_v1(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Answer a v1 body (`instances`/`inputs`) with `{"predictions": [...]}`."""
+
+    @abstractmethod
+    def infer_v2(
+        self, inputs: dict[str, np.ndarray], parameters: dict[str, Any], requested: list[str]
+    ) -> TensorOutputs:
+        """Answer decoded v2 inputs with named outputs (only `requested` ones, when given)."""

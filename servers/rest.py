@@ -1,0 +1,121 @@
+"""Our REST front on KServe's FastAPI app: strict v1/v2 inference routes and one error mapping.
+
+KServe's own inference routes answer 500 for several client errors (a v2 body without `id`
+from `tritonclient.http`, a binary body whose sizes don't match, a v1 body sent with curl's
+form content type) and 422 in FastAPI's own format for others. These routes are registered
+before KServe's, so they take the inference paths; everything else (health, metadata, model
+repository, /metrics) stays KServe's. Model calls still go through KServe's DataPlane, so
+transformers' preprocess/predict/postprocess and KServe's metrics work as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from kserve.errors import ModelNotFound as KServeModelNotFound
+from kserve.protocol.dataplane import DataPlane
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from servers.errors import ModelNotFound, ModelServeError, PayloadTooLarge, error_body
+from servers.protocol.v1 import parse_json_body
+from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
+
+__all__ = ["BodyLimitMiddleware", "install_routes"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = "application/json"
+
+
+def _error_response(exc: ModelServeError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message), status_code=exc.http_status)
+
+
+class BodyLimitMiddleware:
+    """Answers 413 for bodies over `max_bytes`, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        for key, value in scope.get("headers", []):
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _error_response(too_large)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _check_model(dataplane: DataPlane, name: str) -> None:
+    try:
+        await dataplane.model_ready(name, True)
+    except KServeModelNotFound:
+        raise ModelNotFound(f"model '{name}' not found on this server") from None
+
+
+def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
+    """Add the inference routes, error handlers and body limit to KServe's app."""
+
+    async def v2_infer(request: Request) -> Response:
+        name = request.path_params["model_name"]
+        await _check_model(dataplane, name)
+        headers = dict(request.headers)
+        infer_request = parse_rest_request(
+            await request.body(), headers.get(HEADER_LENGTH), name
+        )
+        response, response_headers = await dataplane.infer(name, infer_request, headers)
+        body, extra = encode_rest_response(response, infer_request)
+        extra.update({k: v for k, v in response_headers.items() if k.lower() != "content-length"})
+        media = "application/octet-stream" if HEADER_LENGTH in extra else JSON
+        return Response(body, media_type=media, headers=extra)
+
+    async def v1_predict(request: Request) -> Response:
+        name = request.path_params["model_name"]
+        await _check_model(dataplane, name)
+        headers = dict(request.headers)
+        doc = parse_json_body(await request.body())
+        response, response_headers = await dataplane.infer(name, doc, headers)
+        if isinstance(response, bytes | str):
+            return Response(response, headers=response_headers)
+        response_headers.pop("content-length", None)
+        body = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(body, media_type=JSON, headers=response_headers)
+
+    async def handle_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ModelServeError)
+        return _error_response(exc)
+
+    async def handle_validation(_: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body(f"invalid request: {exc}"), status_code=400)
+
+    for path in ("/v2/models/{model_name}/infer",
+                 "/v2/models/{model_name}/versions/{model_version}/infer"):
+        app.add_route(path, v2_infer, methods=["POST"])
+    app.add_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
+    app.add_exception_handler(ModelServeError, handle_error)
+    app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

@@ -1,0 +1,66 @@
+"""Start a kserve.ModelServer with our routes, error mapping and flags.
+
+Every `python -m servers.<backend>` goes through `server_parser` and `serve`, so all of them
+take KServe's usual flags (`--model_name --http_port --grpc_port --workers --predictor_host
+--predictor_protocol ...`) plus ours, and answer errors the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import kserve
+from kserve import model_server as kserve_model_server
+
+from servers.errors import ModelServeError
+from servers.rest import install_routes
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "serve", "server_parser"]
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+log = logging.getLogger("modelserve.server")
+
+
+def server_parser(description: str) -> argparse.ArgumentParser:
+    """KServe's model-server flags plus modelserve's shared ones."""
+    parser = argparse.ArgumentParser(
+        description=description, parents=[kserve_model_server.parser]
+    )
+    parser.add_argument(
+        "--model_dir", "--storage_uri", dest="model_dir", default="/mnt/models",
+        help="Model directory, file:// path or a URI KServe's storage can download.",
+    )
+    parser.add_argument(
+        "--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+        help="Largest request body accepted; larger ones get 413.",
+    )
+    return parser
+
+
+def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
+    """Build and load the models, then run the KServe ModelServer until stopped."""
+    try:
+        models = build()
+        for model in models:
+            model.load()
+    except (ModelServeError, OSError, TypeError, ValueError) as exc:
+        print(f"error: could not load the model: {exc}", file=sys.stderr)
+        return 1
+    server = kserve.ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_latency_logging=False,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+    )
+    install_routes(kserve_model_server.app, server.dataplane, args.max_body_bytes)
+    server.start(models)
+    return 0

@@ -1,0 +1,192 @@
+"""`TabularTransformer`: named features in, label names out, a KServe predictor in between.
+
+v1 records (`{"instances": [{"sepal_length": 5.1, ...}]}`) or v2 columns (one tensor per
+feature) are ordered by the feature list stored with the model (`metadata.json`), sent to
+`--predictor_host` as one FP64 tensor over v2 REST or v2 gRPC (raw bytes, no JSON re-encoding),
+and the predicted class ids come back as label names in the protocol the client used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import httpx
+import kserve
+import numpy as np
+from kserve.predictor_config import PredictorConfig
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+from servers.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidInput,
+    ModelLoadError,
+    ModelServeError,
+    status_for_http,
+)
+from servers.protocol import v1
+from servers.protocol.v2 import decode_inputs
+from servers.storage import read_metadata, resolve_model_dir
+
+__all__ = ["TabularTransformer"]
+
+PREDICTOR_INPUT = "input-0"
+PREDICTOR_OUTPUT = "predict"
+
+
+class TabularTransformer(kserve.Model):
+    """Orders named features for a tabular predictor and names its predicted classes."""
+
+    def __init__(self, name: str, model_dir: str, predictor_config: PredictorConfig) -> None:
+        super().__init__(name, predictor_config)
+        self.model_dir = model_dir
+        self.feature_names: list[str] = []
+        self.target_names: list[str] = []
+
+    def load(self) -> bool:
+        # Only the metadata stored with the model is needed here, not the model itself.
+        directory = resolve_model_dir(self.model_dir)
+        metadata = read_metadata(directory if directory.is_dir() else directory.parent)
+        features, targets = metadata.get("feature_names"), metadata.get("target_names")
+        if not features or not targets:
+            raise ModelLoadError(
+                f"metadata.json in {self.model_dir} needs feature_names and target_names"
+            )
+        self.feature_names = [str(f) for f in features]
+        self.target_names = [str(t) for t in targets]
+        self.ready = True
+        return self.ready
+
+    # -- request -> predictor tensor -------------------------------------------------------
+    def to_matrix(self, payload: dict[str, Any] | bytes | InferRequest) -> np.ndarray:
+        """The (rows, features) matrix of a v1 or v2 request, in the model's feature order."""
+        if isinstance(payload, InferRequest):
+            return self._columns(decode_inputs(payload))
+        batch = v1.rows(v1.parse_json_body(payload), self.feature_names)
+        return v1.rows_to_matrix([self._record(i, r) for i, r in enumerate(batch)],
+                                 len(self.feature_names))
+
+    def _record(self, index: int, record: Any) -> Any:
+        if not isinstance(record, dict):
+            return record  # already an ordered row; rows_to_matrix checks it
+        missing = [f for f in self.feature_names if f not in record]
+        unknown = sorted(set(record) - set(self.feature_names))
+        if missing or unknown:
+            raise InvalidInput(
+                f"instance {index}: missing features {missing}, unknown features {unknown}; "
+                f"expected {self.feature_names}"
+            )
+        return [record[f] for f in self.feature_names]
+
+    def _columns(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if set(arrays) == set(self.feature_names):
+            columns = [arrays[f].reshape(-1) for f in self.feature_names]
+            if len({c.shape[0] for c in columns}) != 1:
+                raise InvalidInput("feature tensors must all have the same batch size")
+            if any(c.dtype.kind not in "iuf" for c in columns):
+                raise InvalidInput("feature tensors must be numeric")
+            matrix = np.stack(columns, axis=1).astype(np.float64)
+        elif len(arrays) == 1:
+            ((name, matrix),) = arrays.items()
+            if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
+                raise InvalidInput(
+                    f"input '{name}' must have shape [batch, {len(self.feature_names)}]"
+                )
+        else:
+            raise InvalidInput(
+                f"send one tensor per feature {self.feature_names}, or one [batch, "
+                f"{len(self.feature_names)}] tensor; got {sorted(arrays)}"
+            )
+        if matrix.shape[0] == 0:
+            raise InvalidInput("the batch is empty: send at least one instance")
+        return matrix
+
+    # -- the hop ---------------------------------------------------------------------------
+    async def predict(
+        self,
+        payload: dict[str, Any] | bytes | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        """Encode for the predictor, call it, and name the classes it predicts."""
+        matrix = self.to_matrix(payload)
+        tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
+        tensor.set_data_from_numpy(matrix, binary_data=True)
+        request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
+        result = await self._call_predictor(request, headers)
+        labels = self._labels(result)
+        if isinstance(payload, InferRequest):
+            return self._v2_response(payload, labels)
+        return {"predictions": labels}
+
+    async def _call_predictor(
+        self, request: InferRequest, headers: dict[str, str] | None
+    ) -> InferResponse:
+        try:
+            result = await super().predict(request, headers)
+        except grpc.RpcError as exc:
+            raise _from_grpc(exc) from exc
+        except httpx.HTTPStatusError as exc:
+            raise _from_http(exc.response.status_code, exc.response.text) from exc
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(f"predictor did not answer in time: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"predictor unreachable: {exc}") from exc
+        if not isinstance(result, InferResponse):
+            raise BackendUnavailable(f"predictor sent an unexpected {type(result).__name__}")
+        return result
+
+    def _labels(self, result: InferResponse) -> list[str]:
+        output = result.get_output_by_name(PREDICTOR_OUTPUT) or (
+            result.outputs[0] if result.outputs else None
+        )
+        if output is None:
+            raise BackendUnavailable("predictor answered with no outputs")
+        ids = output.as_numpy().reshape(-1)
+        try:
+            return [self.target_names[int(i)] for i in ids]
+        except (IndexError, ValueError) as exc:
+            raise BackendUnavailable(f"predictor returned an unknown class id: {exc}") from exc
+
+    def _v2_response(self, request: InferRequest, labels: list[str]) -> InferResponse:
+        out = InferOutput("label", [len(labels)], "BYTES")
+        out._data = np.array([lab.encode() for lab in labels], dtype=np.object_)
+        if request.from_grpc:
+            out._data = [lab.encode() for lab in labels]
+        return InferResponse(
+            response_id=request.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=[out],
+            from_grpc=request.from_grpc,
+        )
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self.feature_names]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+
+
+class _PredictorError(ModelServeError):
+    """An error the predictor answered with, carrying the predictor's own status."""
+
+
+def _from_http(status: int, text: str) -> ModelServeError:
+    error = _PredictorError(f"predictor: {text}")
+    error.http_status = status if 400 <= status < 600 else 502
+    return error
+
+
+def _from_grpc(exc: grpc.RpcError) -> ModelServeError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendTimeout(f"predictor did not answer in time: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"predictor unavailable: {details}")
+    error = _PredictorError(f"predictor: {details}")
+    error.http_status = status_for_http(code)
+    error.status_code = code
+    return error
