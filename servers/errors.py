@@ -9,8 +9,6 @@ exception interceptor turns into a status with our code and message; REST handle
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 
@@ -26,6 +24,7 @@ __all__ = [
     "TooManyRequests",
     "UnsupportedMediaType",
     "UnprocessableEntity",
+    "UpstreamError",
     "error_body",
     "status_for_http",
 ]
@@ -34,8 +33,8 @@ __all__ = [
 class ModelServeError(GrpcException):
     """Base of every error a client can be told about, with its status in both protocols."""
 
-    http_status: ClassVar[int] = 500
-    grpc_code: ClassVar[StatusCode] = StatusCode.INTERNAL
+    http_status: int = 500
+    grpc_code: StatusCode = StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(details=message, status_code=self.grpc_code)
@@ -113,6 +112,15 @@ class ModelLoadError(ModelServeError):
 
     http_status = 503
     grpc_code = StatusCode.UNAVAILABLE
+
+
+class UpstreamError(ModelServeError):
+    """An error a component behind us answered with: its status passes through unchanged."""
+
+    def __init__(self, message: str, http_status: int, grpc_code: StatusCode) -> None:
+        self.http_status = http_status
+        self.grpc_code = grpc_code
+        super().__init__(message)
 
 
 def error_body(message: str) -> dict[str, str]:

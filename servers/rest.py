@@ -84,9 +84,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         name = request.path_params["model_name"]
         await _check_model(dataplane, name)
         headers = dict(request.headers)
-        infer_request = parse_rest_request(
-            await request.body(), headers.get(HEADER_LENGTH), name
-        )
+        infer_request = parse_rest_request(await request.body(), headers.get(HEADER_LENGTH), name)
         response, response_headers = await dataplane.infer(name, infer_request, headers)
         body, extra = encode_rest_response(response, infer_request)
         extra.update({k: v for k, v in response_headers.items() if k.lower() != "content-length"})
@@ -112,8 +110,10 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     async def handle_validation(_: Request, exc: Exception) -> Response:
         return JSONResponse(error_body(f"invalid request: {exc}"), status_code=400)
 
-    for path in ("/v2/models/{model_name}/infer",
-                 "/v2/models/{model_name}/versions/{model_version}/infer"):
+    for path in (
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    ):
         app.add_route(path, v2_infer, methods=["POST"])
     app.add_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
     app.add_exception_handler(ModelServeError, handle_error)

@@ -27,15 +27,22 @@ log = logging.getLogger("modelserve.server")
 
 def server_parser(description: str) -> argparse.ArgumentParser:
     """KServe's model-server flags plus modelserve's shared ones."""
-    parser = argparse.ArgumentParser(
-        description=description, parents=[kserve_model_server.parser]
-    )
+    parser = argparse.ArgumentParser(description=description, parents=[kserve_model_server.parser])
     parser.add_argument(
-        "--model_dir", "--storage_uri", dest="model_dir", default="/mnt/models",
+        "--model_dir",
+        "--storage_uri",
+        dest="model_dir",
+        default="/mnt/models",
         help="Model directory, file:// path or a URI KServe's storage can download.",
     )
     parser.add_argument(
-        "--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+        "--log_requests", action="store_true",
+        help="Log every request (uvicorn access log and KServe's timing lines).",
+    )
+    parser.add_argument(
+        "--max_body_bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
         help="Largest request body accepted; larger ones get 413.",
     )
     return parser
@@ -61,6 +68,10 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,
     )
+    if not args.log_requests:
+        # Two log lines per request cost more than a small model's predict.
+        for name in ("kserve.trace", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     install_routes(kserve_model_server.app, server.dataplane, args.max_body_bytes)
     server.start(models)
     return 0

@@ -86,8 +86,7 @@ def lookup_datatype(name: Any, tensor: str) -> Datatype:
     """The Datatype called `name`, or a 400 naming the tensor."""
     if not isinstance(name, str) or name.upper() not in DATATYPES:
         raise InvalidInput(
-            f"tensor '{tensor}': unknown datatype {name!r}; expected one of "
-            + ", ".join(DATATYPES)
+            f"tensor '{tensor}': unknown datatype {name!r}; expected one of " + ", ".join(DATATYPES)
         )
     return DATATYPES[name.upper()]
 

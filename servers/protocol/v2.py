@@ -51,9 +51,7 @@ def _json_part(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     except ValueError:
         raise InvalidInput(f"{HEADER_LENGTH} is not an integer: {header_length!r}") from None
     if length < 0 or length > len(body):
-        raise InvalidInput(
-            f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes"
-        )
+        raise InvalidInput(f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes")
     return body[:length], body[length:]
 
 
@@ -196,9 +194,11 @@ def _prepare_grpc(response: InferResponse) -> None:
 
 
 def _wants_binary(request: InferRequest, name: str) -> bool:
-    default = bool(request.parameters.get("binary_data_output", False)) if isinstance(
-        request.parameters, dict
-    ) else False
+    default = (
+        bool(request.parameters.get("binary_data_output", False))
+        if isinstance(request.parameters, dict)
+        else False
+    )
     for requested in request.request_outputs or []:
         if requested.name == name and requested.parameters:
             return bool(requested.parameters.get("binary_data", default))

@@ -10,10 +10,18 @@ from servers.sklearn.model import METHODS, SKLearnPredictor
 
 def main(argv: list[str] | None = None) -> int:
     parser = server_parser("Serve a scikit-learn model over KServe v1/v2 REST and v2 gRPC.")
-    parser.add_argument("--method", choices=METHODS, default="predict",
-                        help="Default method; requests may ask for the other.")
-    parser.add_argument("--trust_type", action="append", default=[],
-                        help="A type a .skops artifact may hold beyond scikit-learn's.")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="predict",
+        help="Default method; requests may ask for the other.",
+    )
+    parser.add_argument(
+        "--trust_type",
+        action="append",
+        default=[],
+        help="A type a .skops artifact may hold beyond scikit-learn's.",
+    )
     args = parser.parse_args(argv)
     return serve(
         lambda: [SKLearnPredictor(args.model_name, args.model_dir, args.method, args.trust_type)],

@@ -24,6 +24,7 @@ from servers.errors import (
     InvalidInput,
     ModelLoadError,
     ModelServeError,
+    UpstreamError,
     status_for_http,
 )
 from servers.protocol import v1
@@ -65,8 +66,9 @@ class TabularTransformer(kserve.Model):
         if isinstance(payload, InferRequest):
             return self._columns(decode_inputs(payload))
         batch = v1.rows(v1.parse_json_body(payload), self.feature_names)
-        return v1.rows_to_matrix([self._record(i, r) for i, r in enumerate(batch)],
-                                 len(self.feature_names))
+        return v1.rows_to_matrix(
+            [self._record(i, r) for i, r in enumerate(batch)], len(self.feature_names)
+        )
 
     def _record(self, index: int, record: Any) -> Any:
         if not isinstance(record, dict):
@@ -169,14 +171,12 @@ class TabularTransformer(kserve.Model):
         return [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
 
 
-class _PredictorError(ModelServeError):
-    """An error the predictor answered with, carrying the predictor's own status."""
-
-
 def _from_http(status: int, text: str) -> ModelServeError:
-    error = _PredictorError(f"predictor: {text}")
-    error.http_status = status if 400 <= status < 600 else 502
-    return error
+    return UpstreamError(
+        f"predictor: {text}",
+        status if 400 <= status < 600 else 502,
+        grpc.StatusCode.UNAVAILABLE if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT,
+    )
 
 
 def _from_grpc(exc: grpc.RpcError) -> ModelServeError:
@@ -186,7 +186,4 @@ def _from_grpc(exc: grpc.RpcError) -> ModelServeError:
         return BackendTimeout(f"predictor did not answer in time: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"predictor unavailable: {details}")
-    error = _PredictorError(f"predictor: {details}")
-    error.http_status = status_for_http(code)
-    error.status_code = code
-    return error
+    return UpstreamError(f"predictor: {details}", status_for_http(code), code)

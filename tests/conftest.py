@@ -1,0 +1,50 @@
+"""Session fixtures: demo models trained into a temp dir, real servers on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers.demo_models import build_all
+from tests.support import ServerProcess, run_server
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_all(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def iris_dir(models_root: Path) -> Path:
+    return models_root / "iris"
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def sklearn_server(iris_dir: Path, logs: Path) -> Iterator[ServerProcess]:
+    args = ["--model_name=sklearn-iris", f"--model_dir={iris_dir}", "--max_body_bytes=1048576"]
+    with run_server("servers.sklearn", args, logs) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tabular_server(
+    sklearn_server: ServerProcess, iris_dir: Path, logs: Path
+) -> Iterator[ServerProcess]:
+    # The transformer and the predictor share the service's model name, as in KServe.
+    args = [
+        "--model_name=sklearn-iris",
+        f"--model_dir={iris_dir}",
+        f"--predictor_host={sklearn_server.grpc_target}",
+        "--predictor_protocol=grpc-v2",
+    ]
+    with run_server("servers.transformers.tabular", args, logs) as server:
+        yield server
