@@ -1,0 +1,130 @@
+"""Benchmark (not a test): the iris model served by stock KServe and by modelserve, and the
+transformer + predictor pair of each, at 1, 16 and 64 connections, in one run.
+
+    make bench                      # or: .venv/bin/python loadtests/bench_sklearn.py
+    .venv/bin/python loadtests/bench_sklearn.py --seconds 10 --connections 1 16 64
+
+Prints req/s, p50 and p99 latency per target and level, and the ratios of modelserve to the
+stock KServe peer measured in the same run. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadtests.httpload import LoadResult, run_load  # noqa: E402
+from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
+from tests.support import ServerProcess, run_server  # noqa: E402
+
+ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3]]
+V1_ROWS = json.dumps({"instances": ROWS}).encode()
+V1_RECORDS = json.dumps(
+    {"instances": [dict(zip(IRIS_FEATURES, r, strict=True)) for r in ROWS]}
+).encode()
+PATH = "/v1/models/iris:predict"
+
+
+@dataclass
+class Target:
+    """One thing to load: how to start it and what to send."""
+
+    name: str
+    predictor: str
+    transformer: str | None
+    body: bytes
+    peer: str | None = None  # the target this one is compared with
+
+
+TARGETS = [
+    Target("stock-kserve predictor", "loadtests.peers.stock_kserve_sklearn", None, V1_ROWS),
+    Target("modelserve predictor", "servers.sklearn", None, V1_ROWS, peer="stock-kserve predictor"),
+    Target(
+        "stock-kserve transformer+predictor",
+        "loadtests.peers.stock_kserve_sklearn",
+        "loadtests.peers.stock_kserve_sklearn",
+        V1_ROWS,
+    ),
+    Target(
+        "modelserve iris-classifier",
+        "servers.sklearn",
+        "servers.transformers.tabular",
+        V1_RECORDS,
+        peer="stock-kserve transformer+predictor",
+    ),
+]
+
+
+async def _measure(
+    server: ServerProcess, body: bytes, levels: list[int], seconds: float
+) -> dict[int, LoadResult]:
+    results = {}
+    for connections in levels:
+        results[connections] = await run_load(
+            "127.0.0.1", server.http_port, PATH, body, connections, seconds
+        )
+    return results
+
+
+def _run_target(
+    target: Target, model_dir: Path, logs: Path, levels: list[int], seconds: float
+) -> dict[int, LoadResult]:
+    predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]
+    with run_server(target.predictor, predictor_args, logs) as predictor:
+        if target.transformer is None:
+            return asyncio.run(_measure(predictor, target.body, levels, seconds))
+        stock = target.transformer.startswith("loadtests.")
+        transformer_args = [
+            "--model_name=iris",
+            f"--model_dir={model_dir}",
+            f"--predictor_host=127.0.0.1:{predictor.http_port if stock else predictor.grpc_port}",
+            f"--predictor_protocol={'v1' if stock else 'grpc-v2'}",
+        ]
+        with run_server(target.transformer, transformer_args, logs) as transformer:
+            return asyncio.run(_measure(transformer, target.body, levels, seconds))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_all(Path(tmp) / "models")[0]
+        logs = Path(tmp)
+        table: dict[str, dict[int, LoadResult]] = {}
+        for target in TARGETS:
+            print(f"… {target.name}", file=sys.stderr, flush=True)
+            table[target.name] = _run_target(
+                target, model_dir, logs, args.connections, args.seconds
+            )
+    print(
+        f"\n{'target':38} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'vs peer':>8}"
+    )
+    for target in TARGETS:
+        for connections, result in table[target.name].items():
+            ratio = ""
+            if target.peer:
+                peer = table[target.peer][connections]
+                ratio = f"{result.rps / peer.rps:.2f}x" if peer.rps else "n/a"
+            print(
+                f"{target.name:38} {connections:>5} {result.rps:>8.0f} "
+                f"{result.percentile(50):>8.2f} {result.percentile(99):>8.2f} "
+                f"{result.errors:>6} {ratio:>8}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Peers measured beside modelserve in the benchmarks (stock KServe as users write it)."""

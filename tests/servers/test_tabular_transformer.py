@@ -1,0 +1,101 @@
+"""The tabular transformer in front of a real predictor: named features in, labels out."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pytest
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+from servers.demo_models import IRIS_FEATURES
+from tests.support import ServerProcess, free_port, run_server
+
+ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]]
+LABELS = ["setosa", "virginica", "versicolor"]
+
+
+def _records() -> list[dict[str, float]]:
+    return [dict(zip(IRIS_FEATURES, row, strict=True)) for row in ROWS]
+
+
+def test_model_agrees_with_the_expected_labels(iris_dir: Path) -> None:
+    estimator = joblib.load(iris_dir / "model.joblib")
+    names = ["setosa", "versicolor", "virginica"]
+    assert [names[i] for i in estimator.predict(np.array(ROWS))] == LABELS
+
+
+def test_v1_records_in_label_names_out(tabular_server: ServerProcess) -> None:
+    url = f"{tabular_server.http_url}/v1/models/sklearn-iris:predict"
+    # Record keys in any order: the transformer orders them by the stored feature list.
+    records = [dict(reversed(list(r.items()))) for r in _records()]
+    response = httpx.post(url, json={"instances": records})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": LABELS}
+
+
+def test_v2_feature_columns_over_rest_and_grpc(tabular_server: ServerProcess) -> None:
+    columns = np.array(ROWS).T
+    body = {
+        "inputs": [
+            {"name": name, "datatype": "FP32", "shape": [len(ROWS)], "data": columns[i].tolist()}
+            for i, name in enumerate(IRIS_FEATURES)
+        ]
+    }
+    url = f"{tabular_server.http_url}/v2/models/sklearn-iris/infer"
+    doc = httpx.post(url, json=body).json()
+    assert doc["outputs"][0]["name"] == "label"
+    assert doc["outputs"][0]["data"] == LABELS
+
+    async def by_grpc() -> list[str]:
+        inputs = []
+        for i, name in enumerate(IRIS_FEATURES):
+            tensor = InferInput(name, [len(ROWS)], "FP32")
+            tensor.set_data_from_numpy(columns[i].astype(np.float32))
+            inputs.append(tensor)
+        client = InferenceGRPCClient(tabular_server.grpc_target)
+        try:
+            result = await client.infer(InferRequest("sklearn-iris", inputs))
+        finally:
+            await client.close()
+        return [v.decode() for v in result.outputs[0].as_numpy().tolist()]
+
+    assert asyncio.run(by_grpc()) == LABELS
+
+
+@pytest.mark.parametrize(
+    ("instances", "fragment"),
+    [
+        ([{"sepal_length": 5.0}], "missing features"),
+        ([{**dict(zip(IRIS_FEATURES, ROWS[0], strict=True)), "colour": 1.0}], "unknown features"),
+        (
+            [{**dict(zip(IRIS_FEATURES, ROWS[0], strict=True)), "sepal_width": "wide"}],
+            "non-numeric",
+        ),
+        ([], "empty"),
+        (["setosa"], "must be a list"),
+    ],
+    ids=["missing", "unknown", "string", "empty", "not-a-record"],
+)
+def test_bad_records_get_400(tabular_server: ServerProcess, instances: list, fragment: str) -> None:  # type: ignore[type-arg]
+    url = f"{tabular_server.http_url}/v1/models/sklearn-iris:predict"
+    response = httpx.post(url, json={"instances": instances})
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["error"]
+
+
+def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path) -> None:
+    args = [
+        "--model_name=sklearn-iris",
+        f"--model_dir={iris_dir}",
+        f"--predictor_host=127.0.0.1:{free_port()}",
+        "--predictor_protocol=grpc-v2",
+    ]
+    with run_server("servers.transformers.tabular", args, logs) as server:
+        url = f"{server.http_url}/v1/models/sklearn-iris:predict"
+        response = httpx.post(url, json={"instances": _records()}, timeout=30)
+        assert response.status_code == 503, response.text
+        assert "predictor" in response.json()["error"]
