@@ -13,11 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import kserve
 from kserve import model_server as kserve_model_server
 
 from servers.errors import ModelServeError
-from servers.rest import install_routes
+from servers.model_server import ModelServer
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "serve", "server_parser"]
 
@@ -36,7 +35,8 @@ def server_parser(description: str) -> argparse.ArgumentParser:
         help="Model directory, file:// path or a URI KServe's storage can download.",
     )
     parser.add_argument(
-        "--log_requests", action="store_true",
+        "--log_requests",
+        action="store_true",
         help="Log every request (uvicorn access log and KServe's timing lines).",
     )
     parser.add_argument(
@@ -57,7 +57,9 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
     except (ModelServeError, OSError, TypeError, ValueError) as exc:
         print(f"error: could not load the model: {exc}", file=sys.stderr)
         return 1
-    server = kserve.ModelServer(
+    server = ModelServer(
+        max_body_bytes=args.max_body_bytes,
+        log_requests=args.log_requests,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,
@@ -68,10 +70,5 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,
     )
-    if not args.log_requests:
-        # Two log lines per request cost more than a small model's predict.
-        for name in ("kserve.trace", "uvicorn.access"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    install_routes(kserve_model_server.app, server.dataplane, args.max_body_bytes)
     server.start(models)
     return 0

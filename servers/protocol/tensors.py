@@ -164,11 +164,18 @@ def _from_raw(dt: Datatype, raw: bytes, count: int, tensor: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=dt.dtype.newbyteorder("<")).astype(dt.dtype, copy=False)
 
 
-def _flatten(data: Any, tensor: str) -> np.ndarray:
+def _flatten(data: Any, tensor: str, dt: Datatype) -> np.ndarray:
     if not isinstance(data, list | tuple | np.ndarray):
         raise InvalidInput(f"tensor '{tensor}': data must be a list, got {type(data).__name__}")
+    # BYTES as objects: numpy's fixed-width strings drop trailing NULs and stringify numbers.
+    as_objects = dt.name == "BYTES"
     try:
-        array = np.asarray(data)
+        array = np.asarray(data, dtype=np.object_ if as_objects else None)
+        if dt.name == "UINT64" and array.dtype.kind == "f":
+            # numpy promotes a mix of int64 and uint64-only integers to float64 (inexact).
+            exact = np.asarray(data, dtype=np.object_)
+            if all(type(v) is int for v in exact.flat):
+                array = exact
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"tensor '{tensor}': data is ragged or not rectangular ({exc})") from exc
     return array.ravel()
@@ -185,10 +192,16 @@ def _check_values(dt: Datatype, flat: np.ndarray, tensor: str) -> np.ndarray:
             return np.array(
                 [v.encode("utf-8") if isinstance(v, str) else v for v in flat], dtype=np.object_
             )
+        if any(isinstance(v, list | tuple) for v in flat):
+            raise InvalidInput(f"tensor '{tensor}': data is ragged or not rectangular")
         raise InvalidInput(f"tensor '{tensor}': BYTES data must be strings")
     if kind == "O":
         if any(v is None for v in flat):
             raise InvalidInput(f"tensor '{tensor}': data contains null")
+        if dt.name == "UINT64" and all(type(v) is int for v in flat):
+            if min(flat) < 0 or max(flat) > np.iinfo(np.uint64).max:
+                raise InvalidInput(f"tensor '{tensor}': value out of range for UINT64")
+            return flat.astype(np.uint64)
         raise InvalidInput(f"tensor '{tensor}': data mixes types or holds integers too large")
     if kind in ("U", "S"):
         raise InvalidInput(f"tensor '{tensor}': {dt.name} data contains strings")
@@ -233,7 +246,7 @@ def decode_tensor(
     elif data is None:
         raise InvalidInput(f"tensor '{name}': no data")
     else:
-        flat = _check_values(dt, _flatten(data, name), name)
+        flat = _check_values(dt, _flatten(data, name, dt), name)
         if flat.size != count:
             raise InvalidInput(
                 f"tensor '{name}': shape {list(dims)} needs {count} values, data has {flat.size}"

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as triton_http
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.support import ROOT, ServerProcess
+from tests.support import ROOT, ServerProcess, run_server
 
 BATCH = np.array([[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]])
 
@@ -186,3 +186,17 @@ def test_triton_grpc_client(sklearn_server: ServerProcess, estimator) -> None:  
     (bad_status, bad_message), (missing_status, _) = doc["errors"]
     assert bad_status == "StatusCode.INVALID_ARGUMENT" and "expects 4" in bad_message
     assert missing_status == "StatusCode.NOT_FOUND"
+
+
+def test_several_workers_keep_our_routes(iris_dir: Path, logs: Path, estimator) -> None:  # type: ignore[no-untyped-def]
+    # KServe's workers import its app afresh; our routes and error mapping must be there too.
+    args = ["--model_name=sklearn-iris", f"--model_dir={iris_dir}", "--workers=2"]
+    with run_server("servers.sklearn", args, logs) as server:
+        url = f"{server.http_url}/v1/models/sklearn-iris:predict"
+        for _ in range(4):
+            good = httpx.post(url, json={"instances": BATCH.tolist()})
+            assert good.json() == {"predictions": estimator.predict(BATCH).tolist()}
+            bad = httpx.post(url, content=b'{"instances": [[1, 2, 3]]}',
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+            assert bad.status_code == 400
+            assert "expects 4" in bad.json()["error"]

@@ -1,0 +1,94 @@
+"""`ModelServer`: kserve.ModelServer whose REST app carries our routes in every worker.
+
+With `--workers N` KServe spawns N uvicorn processes, each importing KServe's app afresh, so
+routes added in the parent would be lost there. Our REST server installs them in
+`create_application`, which every worker runs, before KServe registers its own routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kserve
+from kserve import model_server as kserve_model_server
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
+from kserve.protocol.rest.server import RESTServer
+
+from servers.rest import install_routes
+
+__all__ = ["ModelServer"]
+
+
+class _RESTServer(RESTServer):
+    """KServe's REST server, with our inference routes and error mapping installed first."""
+
+    max_body_bytes: int
+    log_requests: bool
+
+    def create_application(self) -> None:
+        if not self.log_requests:
+            # Two log lines per request cost more than a small model's predict.
+            for name in ("kserve.trace", "uvicorn.access"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        install_routes(kserve_model_server.app, self.dataplane, self.max_body_bytes)
+        super().create_application()
+
+
+class ModelServer(kserve.ModelServer):
+    """kserve.ModelServer with modelserve's REST routes, body limit and error mapping."""
+
+    def __init__(self, *, max_body_bytes: int, log_requests: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_body_bytes = max_body_bytes
+        self.log_requests = log_requests
+
+    def _configure(self, rest: _RESTServer) -> None:
+        rest.max_body_bytes = self.max_body_bytes
+        rest.log_requests = self.log_requests
+
+    def _rest_kwargs(self) -> dict[str, Any]:
+        return {
+            "access_log_format": self.access_log_format,
+            "workers": self.workers,
+            "grace_period": self.grace_period,
+            "event_loop": self.event_loop,
+            "timeout_keep_alive": self.timeout_keep_alive,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+
+    def start(self, models: list[Any]) -> None:
+        """Register the models and serve REST (1..N workers) and gRPC until stopped."""
+        self._register_and_check_atleast_one_model_is_ready(models)
+        args = (
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+        )
+        if self.workers > 1:
+            self._rest_multiprocess_server = RESTServerMultiProcess(*args, **self._rest_kwargs())
+            rest = self._rest_multiprocess_server._rest_server
+            rest.__class__ = _RESTServer  # the workers unpickle and run this server
+            self._configure(rest)
+            self.servers.append(self._rest_multiprocess_server.start())
+        else:
+            self._rest_server = _RESTServer(*args, **self._rest_kwargs())
+            self._configure(self._rest_server)
+            self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(kserve_model_server.args),
+                grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
