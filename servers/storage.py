@@ -26,6 +26,21 @@ __all__ = [
     "resolve_model_dir",
 ]
 
+# Beyond skops' own defaults: scikit-learn's compiled model internals (tree structures, losses)
+# that common estimators hold. Anything else must be trusted by name (`--trust_type`).
+SKOPS_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+    }
+)
 _EXTENSIONS = (".skops", ".joblib", ".pkl", ".pickle")
 METADATA_FILE = "metadata.json"
 
@@ -76,8 +91,8 @@ def _load_skops(path: Path, trusted: list[str]) -> Any:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    allowed = set(trusted)
-    refused = [t for t in untrusted if t not in allowed and not t.startswith("sklearn.")]
+    allowed = SKOPS_TRUSTED_TYPES | set(trusted)
+    refused = [t for t in untrusted if t not in allowed]
     if refused:
         raise ModelLoadError(
             f"{path.name} holds types that are not trusted: {', '.join(refused)}; "

@@ -178,7 +178,22 @@ def _flatten(data: Any, tensor: str, dt: Datatype) -> np.ndarray:
                 array = exact
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"tensor '{tensor}': data is ragged or not rectangular ({exc})") from exc
-    return array.ravel()
+    flat = array.ravel()
+    if flat.dtype.kind in "iuf" and not isinstance(data, np.ndarray) and _holds_bool(data):
+        # numpy silently turns true/false among numbers into 1/0.
+        raise InvalidInput(f"tensor '{tensor}': {dt.name} data contains booleans")
+    return flat
+
+
+def _holds_bool(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if type(item) is bool:
+            return True
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _check_values(dt: Datatype, flat: np.ndarray, tensor: str) -> np.ndarray:
