@@ -1,0 +1,427 @@
+"""`modelserve`: run InferenceServices locally, build the demo models, send predictions, validate.
+
+Arguments are parsed in `main()` only. Commands other than `up` talk to a running platform at
+`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.controlplane.components import PlanError
+from gateway.controlplane.manifests import ManifestError
+from gateway.controlplane.platform import LocalPlatform, ModelDirMissing, StartError
+from gateway.routing import RoutingTable
+
+__all__ = ["main"]
+
+DEFAULT_MANIFESTS = Path("inferenceservices")
+STOP_GRACE_S = 5.0
+
+
+@contextlib.contextmanager
+def _argv_hidden() -> Iterator[None]:
+    """Hide our arguments from kserve, whose model_server module parses sys.argv on import."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _error(message: str) -> int:
+    print(f"modelserve: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+# --- up -----------------------------------------------------------------------------------
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The gateway's REST socket, bound before any component starts (a taken port fails fast)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _check_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, port))
+
+
+def _print_services(platform: LocalPlatform, host: str, port: int, grpc_port: int) -> None:
+    base = f"http://{host}:{port}"
+    statuses = platform.status()
+    width = max(len(s.name) for s in statuses)
+    for status in statuses:
+        print(f"{status.name:<{width}}  {base}/v1/models/{status.name}:predict  "
+              f"(Host: {status.host})", flush=True)
+        print(f"{'':<{width}}  {base}/v2/models/{status.name}/infer  "
+              f"grpc {host}:{grpc_port}", flush=True)
+    print(f"modelserve ready: {len(statuses)} service(s), REST {base}, gRPC {host}:{grpc_port}"
+          " (Ctrl-C to stop)", flush=True)
+
+
+async def _serve_gateway(
+    platform: LocalPlatform, table: RoutingTable, sock: socket.socket, args: argparse.Namespace,
+    stop: asyncio.Event,
+) -> int:
+    # Imported here: the data plane is only needed by `up`.
+    import uvicorn
+
+    with _argv_hidden():
+        from gateway.dataplane.app import create_app
+        from gateway.dataplane.grpc_proxy import GrpcProxy
+        from gateway.dataplane.metrics import GatewayMetrics
+        from gateway.settings import GatewaySettings
+
+    class _Server(uvicorn.Server):
+        # Our event loop owns SIGINT/SIGTERM; uvicorn must not take them over.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    settings = GatewaySettings()
+    metrics = GatewayMetrics()
+    server = _Server(uvicorn.Config(create_app(table, settings, metrics), log_level="warning"))
+    rest = asyncio.create_task(server.serve(sockets=[sock]), name="gateway REST")
+    proxy = GrpcProxy(table, settings, metrics)
+    try:
+        grpc_port = await proxy.start(args.host, args.grpc_port)
+        while not server.started and not rest.done():
+            await asyncio.sleep(0.05)
+        if rest.done():
+            return _error(f"the gateway's REST server stopped: {rest.exception()}")
+        _print_services(platform, args.host, sock.getsockname()[1], grpc_port)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({rest, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        return 0 if stop.is_set() else _error("the gateway's REST server stopped")
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await rest
+        await proxy.stop(STOP_GRACE_S)
+
+
+async def _up(args: argparse.Namespace, sock: socket.socket) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    table = RoutingTable()
+    platform = LocalPlatform(args.files or [DEFAULT_MANIFESTS], args.models_dir, table)
+    try:
+        starting = asyncio.create_task(platform.start(), name="platform start")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():  # a signal while components start: stop them, no error
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return 0
+        starting.result()
+        return await _serve_gateway(platform, table, sock, args, stop)
+    finally:
+        print("modelserve: stopping", flush=True)
+        await platform.stop()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if args.models_dir is None:
+        args.models_dir = Path(os.environ.get("MODELSERVE_MODELS_DIR", "models"))
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.host}:{args.port} (--port): {exc.strerror}")
+    try:
+        _check_free(args.host, args.grpc_port)
+    except OSError as exc:
+        sock.close()
+        return _error(f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): "
+                      f"{exc.strerror}")
+    try:
+        return asyncio.run(_up(args, sock))
+    except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
+        return _error(str(exc))
+    finally:
+        sock.close()
+
+
+# --- build-models ---------------------------------------------------------------------------
+
+
+def cmd_build_models(args: argparse.Namespace) -> int:
+    with _argv_hidden():
+        from servers.demo_models import build_all
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in build_all(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+# --- predict --------------------------------------------------------------------------------
+
+
+def _read_data(value: str) -> Any:
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except OSError as exc:
+            raise ValueError(f"--data {value}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--data is not JSON: {exc}") from exc
+
+
+def _predict_http(args: argparse.Namespace, body: Any) -> int:
+    base = args.url.rstrip("/")
+    path = (f"/v1/models/{args.name}:predict" if args.protocol == "v1"
+            else f"/v2/models/{args.name}/infer")
+    try:
+        response = httpx.post(base + path, json=body, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        return _error(f"{base}{path}: {exc}")
+    try:
+        payload: Any = response.json()
+    except ValueError:
+        payload = response.text
+    if response.status_code >= 400:
+        message = payload.get("error", payload) if isinstance(payload, dict) else payload
+        return _error(f"{response.status_code}: {message}")
+    print(json.dumps(payload, indent=2))
+    return 0
+
+
+# v2 JSON <-> ModelInferRequest/Response, typed contents in, typed or raw contents out.
+_CONTENTS = {
+    "BOOL": ("bool_contents", "?"), "INT8": ("int_contents", "i1"),
+    "INT16": ("int_contents", "<i2"), "INT32": ("int_contents", "<i4"),
+    "INT64": ("int64_contents", "<i8"), "UINT8": ("uint_contents", "u1"),
+    "UINT16": ("uint_contents", "<u2"), "UINT32": ("uint_contents", "<u4"),
+    "UINT64": ("uint64_contents", "<u8"), "FP32": ("fp32_contents", "<f4"),
+    "FP64": ("fp64_contents", "<f8"), "BYTES": ("bytes_contents", ""),
+}
+
+
+def _flat(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [leaf for item in data for leaf in _flat(item)]
+    return [data]
+
+
+def _grpc_params(target: Any, params: Any) -> None:
+    for key, value in (params or {}).items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, int):
+            target[key].int64_param = value
+        else:
+            target[key].string_param = str(value)
+
+
+def _grpc_request(name: str, body: Any) -> Any:
+    with _argv_hidden():
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise ValueError("--protocol grpc needs a v2 request: {\"inputs\": [...]}")
+    request = pb.ModelInferRequest(model_name=name, id=str(body.get("id", "")))
+    _grpc_params(request.parameters, body.get("parameters"))
+    for tensor in body["inputs"]:
+        try:
+            datatype = str(tensor["datatype"]).upper()
+            field, _ = _CONTENTS[datatype]
+            item = request.inputs.add(name=tensor["name"], datatype=datatype,
+                                      shape=tensor["shape"])
+            values = _flat(tensor["data"])
+        except KeyError as exc:
+            raise ValueError(f"v2 input needs name, datatype (not FP16/BF16 over gRPC here), "
+                             f"shape and data; missing or unsupported: {exc}") from exc
+        if datatype == "BYTES":
+            values = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+        getattr(item.contents, field).extend(values)
+        _grpc_params(item.parameters, tensor.get("parameters"))
+    for output in body.get("outputs") or []:
+        _grpc_params(request.outputs.add(name=output["name"]).parameters,
+                     output.get("parameters"))
+    return request
+
+
+def _grpc_value(param: Any) -> Any:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None
+
+
+def _raw_values(raw: bytes, datatype: str) -> list[Any]:
+    import numpy as np
+
+    if datatype == "BYTES":
+        values, pos = [], 0
+        while pos + 4 <= len(raw):
+            size = int.from_bytes(raw[pos:pos + 4], "little")
+            values.append(raw[pos + 4:pos + 4 + size].decode(errors="replace"))
+            pos += 4 + size
+        return values
+    dtype = _CONTENTS[datatype][1] if datatype in _CONTENTS else "<f2"
+    result: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
+    return result
+
+
+def _grpc_response_json(response: Any) -> dict[str, Any]:
+    outputs = []
+    for i, output in enumerate(response.outputs):
+        if i < len(response.raw_output_contents):
+            data = _raw_values(response.raw_output_contents[i], output.datatype)
+        else:
+            field = _CONTENTS.get(output.datatype, ("fp32_contents", ""))[0]
+            data = list(getattr(output.contents, field))
+            if output.datatype == "BYTES":
+                data = [v.decode(errors="replace") for v in data]
+        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype,
+                                 "shape": list(output.shape), "data": data}
+        if output.parameters:
+            entry["parameters"] = {k: _grpc_value(v) for k, v in output.parameters.items()}
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "id": response.id,
+                           "outputs": outputs}
+    if response.model_version:
+        doc["model_version"] = response.model_version
+    if response.parameters:
+        doc["parameters"] = {k: _grpc_value(v) for k, v in response.parameters.items()}
+    return doc
+
+
+def _predict_grpc(args: argparse.Namespace, body: Any) -> int:
+    import grpc
+
+    with _argv_hidden():
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+
+    request = _grpc_request(args.name, body)
+    with grpc.insecure_channel(args.grpc_url) as channel:
+        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            response = stub.ModelInfer(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            return _error(f"{exc.code().name}: {exc.details()}")
+    print(json.dumps(_grpc_response_json(response), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        body = _read_data(args.data)
+        if args.protocol == "grpc":
+            return _predict_grpc(args, body)
+    except ValueError as exc:
+        return _error(str(exc))
+    return _predict_http(args, body)
+
+
+# --- validate -------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gateway.controlplane.schema import load_crd_schema, validate_paths
+
+    try:
+        schema = load_crd_schema(args.crd) if args.crd else None
+        problems, warnings = validate_paths(args.paths or [DEFAULT_MANIFESTS], schema, args.strict)
+    except (ValueError, ManifestError) as exc:
+        return _error(str(exc))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print("ok: no problems found")
+    return 0
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run InferenceServices locally behind the gateway")
+    up.add_argument("files", nargs="*", type=Path,
+                    help=f"manifest files or directories (default: {DEFAULT_MANIFESTS}/)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080, help="gateway REST port (0: any free)")
+    up.add_argument("--grpc-port", type=int, default=8081, help="gateway gRPC port (0: any free)")
+    up.add_argument("--models-dir", type=Path, default=None,
+                    help="where pvc://<claim>/<path> is read from "
+                         "(default: $MODELSERVE_MODELS_DIR or models)")
+    up.set_defaults(func=cmd_up)
+
+    build = commands.add_parser("build-models", help="train and export the demo models")
+    build.add_argument("--out", type=Path, default=Path("models"))
+    build.set_defaults(func=cmd_build_models)
+
+    predict = commands.add_parser("predict", help="send one prediction request")
+    predict.add_argument("name", help="the InferenceService (model) name")
+    predict.add_argument("--data", required=True, help="request JSON, or @FILE")
+    predict.add_argument("--protocol", choices=("v1", "v2", "grpc"), default="v1")
+    predict.add_argument("--url", default=os.environ.get("MODELSERVE_URL",
+                                                         "http://127.0.0.1:8080"))
+    predict.add_argument("--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL",
+                                                              "127.0.0.1:8081"))
+    predict.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    predict.set_defaults(func=cmd_predict)
+
+    validate = commands.add_parser("validate", help="check InferenceService manifests")
+    validate.add_argument("paths", nargs="*", type=Path,
+                          help=f"files or directories (default: {DEFAULT_MANIFESTS}/)")
+    validate.add_argument("--crd", type=Path,
+                          help="the InferenceService CustomResourceDefinition YAML to check with")
+    validate.add_argument("--strict", action="store_true",
+                          help="also report fields the schema does not know (needs --crd)")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "strict", False) and not args.crd:
+        parser.error("--strict needs --crd")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The gateway's gRPC data plane: v2 `inference.GRPCInferenceService`, proxied as raw bytes.
+
+The server-level calls (`ServerLive`, `ServerReady`, `ServerMetadata`) are answered here. The
+model-level calls (`ModelReady`, `ModelMetadata`, `ModelInfer`) are read only as far as the
+model name (protobuf field 1 of each request) and forwarded, bytes unchanged, to the backend's
+`grpc_target` over one cached channel per target. Backend status codes and details pass through
+unchanged; the gateway's own failures map from the shared error types in one place (`_abort`).
+Every call gets initial metadata `x-modelserve-revision`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeAlias
+
+import grpc
+from grpc import aio
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+from gateway.dataplane.metrics import GatewayMetrics
+from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, select_backend
+from gateway.routing import RoutingTable, ServiceRoute
+from gateway.settings import GatewaySettings
+from servers.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidInput,
+    ModelServeError,
+    UpstreamError,
+    status_for_http,
+)
+
+__all__ = ["SERVICE", "GrpcProxy", "read_model_name"]
+
+SERVICE = "inference.GRPCInferenceService"
+REVISION_KEY = "x-modelserve-revision"
+_FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer")
+# Metadata gRPC itself manages; everything else the client sent goes to the backend.
+_DROPPED_METADATA = ("user-agent", "grpc-", ":")
+
+Context: TypeAlias = "aio.ServicerContext[bytes, bytes]"
+Handler = Callable[[bytes, Context], Awaitable[bytes]]
+
+
+def read_model_name(message: bytes) -> str:
+    """Field 1 (`name` / `model_name`, a string) of a serialized v2 model request.
+
+    Walks the protobuf wire format and skips other fields without decoding them, so a large
+    `ModelInferRequest` is never parsed here.
+    """
+    pos, end = 0, len(message)
+    while pos < end:
+        key, pos = _varint(message, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(message, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            size, pos = _varint(message, pos)
+            if field == 1:
+                return message[pos:pos + size].decode()
+            pos += size
+        else:
+            raise InvalidInput(f"malformed request: unsupported wire type {wire}")
+    raise InvalidInput("request names no model")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise InvalidInput("malformed request: truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+async def _abort(context: Context, exc: ModelServeError) -> NoReturn:
+    """The one mapping from the shared error types to a gRPC status."""
+    await context.abort(exc.grpc_code, exc.message)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+class GrpcProxy:
+    """A `grpc.aio` server in front of every service's gRPC endpoint.
+
+    Shares `GatewayMetrics` with the REST app (protocol label `grpc`, code label the status
+    name, e.g. `OK`, `NOT_FOUND`); start it inside the event loop the REST app runs in.
+    """
+
+    def __init__(
+        self, table: RoutingTable, settings: GatewaySettings, metrics: GatewayMetrics | None = None
+    ) -> None:
+        self.table = table
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        limit = settings.grpc_max_message_bytes
+        self._options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+        self._server: aio.Server | None = None
+        self._channels: dict[str, aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host:port` (0 picks a free port) and return the bound port."""
+        server = aio.server(options=self._options)
+        handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+            "ServerLive": _unary(self._server_live),
+            "ServerReady": _unary(self._server_ready),
+            "ServerMetadata": _unary(self._server_metadata),
+        }
+        for method in _FORWARDED_CALLS:
+            handlers[method] = _unary(self._forwarder(method))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"gRPC proxy cannot listen on {host}:{port}")
+        await server.start()
+        self._server = server
+        return bound
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let running ones finish for `grace` s, close backend channels."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
+        for channel in channels:
+            await channel.close()
+
+    async def _server_live(self, request: bytes, context: Context) -> bytes:
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        return pb.ServerLiveResponse(live=True).SerializeToString()
+
+    async def _server_ready(
+        self, request: bytes, context: Context
+    ) -> bytes:
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        ready = all(route.ready for route in self.table.routes())
+        return pb.ServerReadyResponse(ready=ready).SerializeToString()
+
+    async def _server_metadata(
+        self, request: bytes, context: Context
+    ) -> bytes:
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        metadata = pb.ServerMetadataResponse(name="modelserve-gateway", version="0.1.0")
+        return metadata.SerializeToString()
+
+    def _forwarder(self, method: str) -> Handler:
+        path = f"/{SERVICE}/{method}"
+
+        async def forward(request: bytes, context: Context) -> bytes:
+            return await self._forward(path, request, context)
+
+        return forward
+
+    async def _forward(self, path: str, request: bytes, context: Context) -> bytes:
+        start = time.perf_counter()
+        route: ServiceRoute | None = None
+        revision = NO_REVISION
+        try:
+            route = find_route(self.table, read_model_name(request))
+            self.metrics.started(route.name)
+            backend = select_backend(self.table, route)
+            revision = backend.revision
+            await context.send_initial_metadata(((REVISION_KEY, revision),))
+            if backend.grpc_target is None:
+                raise BackendUnavailable(f"revision '{revision}' serves no gRPC")
+            response = await self._call(backend.grpc_target, path, request, context)
+        except ModelServeError as exc:
+            # Counted before the status goes out: a client that saw it finds it counted.
+            self._count(route, exc.grpc_code, start)
+            if revision == NO_REVISION:
+                await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+            await _abort(context, exc)
+        except asyncio.CancelledError:
+            self._count(route, grpc.StatusCode.CANCELLED, start)
+            raise
+        except Exception:
+            self._count(route, grpc.StatusCode.UNKNOWN, start)
+            raise
+        self._count(route, grpc.StatusCode.OK, start)
+        return response
+
+    def _count(self, route: ServiceRoute | None, code: grpc.StatusCode, start: float) -> None:
+        seconds = time.perf_counter() - start
+        if route is None:
+            self.metrics.observe(UNKNOWN_SERVICE, "grpc", code.name, seconds)
+        else:
+            self.metrics.finished(route.name, "grpc", code.name, seconds)
+
+    async def _call(
+        self, target: str, path: str, request: bytes, context: Context
+    ) -> bytes:
+        timeout = self.settings.request_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, remaining)
+        metadata = tuple(
+            (key, value) for key, value in context.invocation_metadata() or ()
+            if not key.startswith(_DROPPED_METADATA)
+        )
+        try:
+            response: bytes = await self._stub(target, path)(
+                request, timeout=timeout, metadata=metadata
+            )
+            return response
+        except aio.AioRpcError as exc:
+            raise _upstream_error(exc, target, timeout) from exc
+
+    def _stub(self, target: str, path: str) -> aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        stub = self._stubs.get((target, path))
+        if stub is None:
+            channel = self._channels.get(target)
+            if channel is None:
+                channel = aio.insecure_channel(target, options=self._options)
+                self._channels[target] = channel
+            stub = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            self._stubs[(target, path)] = stub
+        return stub
+
+
+def _upstream_error(exc: aio.AioRpcError, target: str, timeout: float) -> ModelServeError:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendTimeout(f"backend {target} did not answer within {timeout:.3g} s")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"backend {target} unavailable: {exc.details()}")
+    return UpstreamError(exc.details() or code.name, status_for_http(code), code)
+
+
+def _unary(handler: Handler) -> grpc.RpcMethodHandler[bytes, bytes]:
+    # No (de)serializers: the handler gets and returns the raw message bytes.
+    return grpc.unary_unary_rpc_method_handler(handler)

@@ -1,0 +1,92 @@
+"""Run the whole data plane: the REST app under uvicorn and the gRPC proxy, in one event loop.
+
+The caller (the `modelserve` CLI) owns the process's signal handlers: uvicorn's own are off,
+so Ctrl-C / SIGTERM reach the CLI, which calls `stop()` to drain both servers together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from gateway.dataplane.app import create_app
+from gateway.dataplane.grpc_proxy import GrpcProxy
+from gateway.dataplane.metrics import GatewayMetrics
+from gateway.routing import RoutingTable
+from gateway.settings import GatewaySettings
+
+__all__ = ["GatewayServer"]
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without signal handlers of its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class GatewayServer:
+    """The gateway's REST (uvicorn) and gRPC servers over one routing table and one metrics set.
+
+    `http_port` / `grpc_port` 0 pick free ports; after `start()` the attributes hold the bound
+    ports. `grpc_port=None` serves REST only.
+    """
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        settings: GatewaySettings,
+        host: str = "127.0.0.1",
+        http_port: int = 8080,
+        grpc_port: int | None = 8081,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.table = table
+        self.settings = settings
+        self.host = host
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics = metrics or GatewayMetrics()
+        self._uvicorn: _Uvicorn | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._grpc: GrpcProxy | None = None
+
+    async def start(self) -> None:
+        """Bind both ports (failing here if one is taken) and start serving."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.http_port))
+        except OSError:
+            sock.close()
+            raise
+        self.http_port = sock.getsockname()[1]
+        app = create_app(self.table, self.settings, self.metrics)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        self._uvicorn = _Uvicorn(config)
+        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+        while not self._uvicorn.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the gateway's REST server stopped during start-up")
+            await asyncio.sleep(0.01)
+        if self.grpc_port is not None:
+            self._grpc = GrpcProxy(self.table, self.settings, self.metrics)
+            self.grpc_port = await self._grpc.start(self.host, self.grpc_port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting requests and let running ones finish for up to `grace` s."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        if self._uvicorn is not None and self._task is not None:
+            self._uvicorn.config.timeout_graceful_shutdown = max(1, round(grace))
+            self._uvicorn.should_exit = True
+            await self._task
+            self._uvicorn = self._task = None

@@ -1,0 +1,95 @@
+"""The gateway in front of a real `python -m servers.sklearn` process, with real clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import joblib
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from sklearn.base import ClassifierMixin
+
+from gateway.dataplane.server import GatewayServer
+from gateway.routing import Backend, RoutingTable, ServiceRoute
+from gateway.settings import GatewaySettings
+from tests.gateway.conftest import LoopThread
+from tests.support import ServerProcess
+
+BATCH = np.array([[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]])
+REVISION = "sklearn-iris-predictor-00001"
+
+
+@pytest.fixture(scope="module")
+def estimator(iris_dir: Path) -> ClassifierMixin:
+    model: ClassifierMixin = joblib.load(iris_dir / "model.joblib")
+    return model
+
+
+@pytest.fixture(scope="module")
+def iris_gateway(
+    loop_thread: LoopThread, sklearn_server: ServerProcess
+) -> Iterator[GatewayServer]:
+    table = RoutingTable()
+    backend = Backend(REVISION, sklearn_server.http_url, sklearn_server.grpc_target)
+    table.update(ServiceRoute("sklearn-iris", backends=(backend,)))
+    server = GatewayServer(table, GatewaySettings(), http_port=0, grpc_port=0)
+    loop_thread.run(server.start())
+    yield server
+    loop_thread.run(server.stop(grace=1))
+
+
+def test_v1_predict_with_curl_content_type(
+    iris_gateway: GatewayServer, estimator: ClassifierMixin
+) -> None:
+    url = f"http://127.0.0.1:{iris_gateway.http_port}/v1/models/sklearn-iris:predict"
+    body = json.dumps({"instances": BATCH.tolist()})
+    response = httpx.post(url, content=body,
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": estimator.predict(BATCH).tolist()}
+    assert response.headers["x-modelserve-revision"] == REVISION
+
+
+def test_backend_error_passes_through(iris_gateway: GatewayServer) -> None:
+    url = f"http://127.0.0.1:{iris_gateway.http_port}/v2/models/sklearn-iris/infer"
+    response = httpx.post(url, content=b"{not json")
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert response.headers["x-modelserve-revision"] == REVISION
+
+
+def test_tritonclient_http_binary_through_gateway(
+    iris_gateway: GatewayServer, estimator: ClassifierMixin
+) -> None:
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{iris_gateway.http_port}")
+    assert client.is_server_ready()
+    x = BATCH.astype(np.float32)
+    tensor = triton_http.InferInput("input-0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    outputs = [triton_http.InferRequestedOutput("predict", binary_data=True)]
+    result = client.infer("sklearn-iris", [tensor], outputs=outputs)
+    np.testing.assert_array_equal(result.as_numpy("predict"), estimator.predict(x))
+    assert client.is_model_ready("sklearn-iris")
+
+
+def test_grpc_answers_are_the_backends_bytes(
+    iris_gateway: GatewayServer, sklearn_server: ServerProcess
+) -> None:
+    request = pb.ModelInferRequest(model_name="sklearn-iris", id="same")
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=list(BATCH.shape))
+    tensor.contents.fp32_contents.extend(BATCH.ravel().tolist())
+    answers = []
+    for target in (f"127.0.0.1:{iris_gateway.grpc_port}", sklearn_server.grpc_target):
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            answers.append(stub.ModelInfer(request, timeout=10))
+    via_gateway, direct = answers
+    assert via_gateway == direct
+    assert via_gateway.outputs
