@@ -79,16 +79,27 @@ def _print_services(platform: LocalPlatform, host: str, port: int, grpc_port: in
     statuses = platform.status()
     width = max(len(s.name) for s in statuses)
     for status in statuses:
-        print(f"{status.name:<{width}}  {base}/v1/models/{status.name}:predict  "
-              f"(Host: {status.host})", flush=True)
-        print(f"{'':<{width}}  {base}/v2/models/{status.name}/infer  "
-              f"grpc {host}:{grpc_port}", flush=True)
-    print(f"modelserve ready: {len(statuses)} service(s), REST {base}, gRPC {host}:{grpc_port}"
-          " (Ctrl-C to stop)", flush=True)
+        print(
+            f"{status.name:<{width}}  {base}/v1/models/{status.name}:predict  "
+            f"(Host: {status.host})",
+            flush=True,
+        )
+        print(
+            f"{'':<{width}}  {base}/v2/models/{status.name}/infer  grpc {host}:{grpc_port}",
+            flush=True,
+        )
+    print(
+        f"modelserve ready: {len(statuses)} service(s), REST {base}, gRPC {host}:{grpc_port}"
+        " (Ctrl-C to stop)",
+        flush=True,
+    )
 
 
 async def _serve_gateway(
-    platform: LocalPlatform, table: RoutingTable, sock: socket.socket, args: argparse.Namespace,
+    platform: LocalPlatform,
+    table: RoutingTable,
+    sock: socket.socket,
+    args: argparse.Namespace,
     stop: asyncio.Event,
 ) -> int:
     # Imported here: the data plane is only needed by `up`.
@@ -164,8 +175,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _check_free(args.host, args.grpc_port)
     except OSError as exc:
         sock.close()
-        return _error(f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): "
-                      f"{exc.strerror}")
+        return _error(
+            f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): {exc.strerror}"
+        )
     try:
         return asyncio.run(_up(args, sock))
     except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
@@ -205,8 +217,11 @@ def _read_data(value: str) -> Any:
 
 def _predict_http(args: argparse.Namespace, body: Any) -> int:
     base = args.url.rstrip("/")
-    path = (f"/v1/models/{args.name}:predict" if args.protocol == "v1"
-            else f"/v2/models/{args.name}/infer")
+    path = (
+        f"/v1/models/{args.name}:predict"
+        if args.protocol == "v1"
+        else f"/v2/models/{args.name}/infer"
+    )
     try:
         response = httpx.post(base + path, json=body, timeout=args.timeout)
     except httpx.HTTPError as exc:
@@ -222,119 +237,20 @@ def _predict_http(args: argparse.Namespace, body: Any) -> int:
     return 0
 
 
-# v2 JSON <-> ModelInferRequest/Response, typed contents in, typed or raw contents out.
-_CONTENTS = {
-    "BOOL": ("bool_contents", "?"), "INT8": ("int_contents", "i1"),
-    "INT16": ("int_contents", "<i2"), "INT32": ("int_contents", "<i4"),
-    "INT64": ("int64_contents", "<i8"), "UINT8": ("uint_contents", "u1"),
-    "UINT16": ("uint_contents", "<u2"), "UINT32": ("uint_contents", "<u4"),
-    "UINT64": ("uint64_contents", "<u8"), "FP32": ("fp32_contents", "<f4"),
-    "FP64": ("fp64_contents", "<f8"), "BYTES": ("bytes_contents", ""),
-}
-
-
-def _flat(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [leaf for item in data for leaf in _flat(item)]
-    return [data]
-
-
-def _grpc_params(target: Any, params: Any) -> None:
-    for key, value in (params or {}).items():
-        if isinstance(value, bool):
-            target[key].bool_param = value
-        elif isinstance(value, int):
-            target[key].int64_param = value
-        else:
-            target[key].string_param = str(value)
-
-
-def _grpc_request(name: str, body: Any) -> Any:
-    with _argv_hidden():
-        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise ValueError("--protocol grpc needs a v2 request: {\"inputs\": [...]}")
-    request = pb.ModelInferRequest(model_name=name, id=str(body.get("id", "")))
-    _grpc_params(request.parameters, body.get("parameters"))
-    for tensor in body["inputs"]:
-        try:
-            datatype = str(tensor["datatype"]).upper()
-            field, _ = _CONTENTS[datatype]
-            item = request.inputs.add(name=tensor["name"], datatype=datatype,
-                                      shape=tensor["shape"])
-            values = _flat(tensor["data"])
-        except KeyError as exc:
-            raise ValueError(f"v2 input needs name, datatype (not FP16/BF16 over gRPC here), "
-                             f"shape and data; missing or unsupported: {exc}") from exc
-        if datatype == "BYTES":
-            values = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-        getattr(item.contents, field).extend(values)
-        _grpc_params(item.parameters, tensor.get("parameters"))
-    for output in body.get("outputs") or []:
-        _grpc_params(request.outputs.add(name=output["name"]).parameters,
-                     output.get("parameters"))
-    return request
-
-
-def _grpc_value(param: Any) -> Any:
-    choice = param.WhichOneof("parameter_choice")
-    return getattr(param, choice) if choice else None
-
-
-def _raw_values(raw: bytes, datatype: str) -> list[Any]:
-    import numpy as np
-
-    if datatype == "BYTES":
-        values, pos = [], 0
-        while pos + 4 <= len(raw):
-            size = int.from_bytes(raw[pos:pos + 4], "little")
-            values.append(raw[pos + 4:pos + 4 + size].decode(errors="replace"))
-            pos += 4 + size
-        return values
-    dtype = _CONTENTS[datatype][1] if datatype in _CONTENTS else "<f2"
-    result: list[Any] = np.frombuffer(raw, dtype=dtype).tolist()
-    return result
-
-
-def _grpc_response_json(response: Any) -> dict[str, Any]:
-    outputs = []
-    for i, output in enumerate(response.outputs):
-        if i < len(response.raw_output_contents):
-            data = _raw_values(response.raw_output_contents[i], output.datatype)
-        else:
-            field = _CONTENTS.get(output.datatype, ("fp32_contents", ""))[0]
-            data = list(getattr(output.contents, field))
-            if output.datatype == "BYTES":
-                data = [v.decode(errors="replace") for v in data]
-        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype,
-                                 "shape": list(output.shape), "data": data}
-        if output.parameters:
-            entry["parameters"] = {k: _grpc_value(v) for k, v in output.parameters.items()}
-        outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": response.model_name, "id": response.id,
-                           "outputs": outputs}
-    if response.model_version:
-        doc["model_version"] = response.model_version
-    if response.parameters:
-        doc["parameters"] = {k: _grpc_value(v) for k, v in response.parameters.items()}
-    return doc
-
-
 def _predict_grpc(args: argparse.Namespace, body: Any) -> int:
     import grpc
 
     with _argv_hidden():
-        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+        from gateway.predict_client import grpc_infer
+        from servers.errors import InvalidInput
 
-    request = _grpc_request(args.name, body)
-    with grpc.insecure_channel(args.grpc_url) as channel:
-        stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
-        try:
-            response = stub.ModelInfer(request, timeout=args.timeout)
-        except grpc.RpcError as exc:
-            return _error(f"{exc.code().name}: {exc.details()}")
-    print(json.dumps(_grpc_response_json(response), indent=2))
+    try:
+        doc = grpc_infer(args.grpc_url, args.name, body, args.timeout)
+    except InvalidInput as exc:
+        return _error(f"--protocol grpc needs a valid v2 request: {exc}")
+    except grpc.RpcError as exc:
+        return _error(f"{exc.code().name}: {exc.details()}")
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -377,14 +293,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="run InferenceServices locally behind the gateway")
-    up.add_argument("files", nargs="*", type=Path,
-                    help=f"manifest files or directories (default: {DEFAULT_MANIFESTS}/)")
+    up.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        help=f"manifest files or directories (default: {DEFAULT_MANIFESTS}/)",
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8080, help="gateway REST port (0: any free)")
     up.add_argument("--grpc-port", type=int, default=8081, help="gateway gRPC port (0: any free)")
-    up.add_argument("--models-dir", type=Path, default=None,
-                    help="where pvc://<claim>/<path> is read from "
-                         "(default: $MODELSERVE_MODELS_DIR or models)")
+    up.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="where pvc://<claim>/<path> is read from (default: $MODELSERVE_MODELS_DIR or models)",
+    )
     up.set_defaults(func=cmd_up)
 
     build = commands.add_parser("build-models", help="train and export the demo models")
@@ -395,20 +318,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("name", help="the InferenceService (model) name")
     predict.add_argument("--data", required=True, help="request JSON, or @FILE")
     predict.add_argument("--protocol", choices=("v1", "v2", "grpc"), default="v1")
-    predict.add_argument("--url", default=os.environ.get("MODELSERVE_URL",
-                                                         "http://127.0.0.1:8080"))
-    predict.add_argument("--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL",
-                                                              "127.0.0.1:8081"))
+    predict.add_argument("--url", default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"))
+    predict.add_argument(
+        "--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL", "127.0.0.1:8081")
+    )
     predict.add_argument("--timeout", type=float, default=60.0, help="seconds")
     predict.set_defaults(func=cmd_predict)
 
     validate = commands.add_parser("validate", help="check InferenceService manifests")
-    validate.add_argument("paths", nargs="*", type=Path,
-                          help=f"files or directories (default: {DEFAULT_MANIFESTS}/)")
-    validate.add_argument("--crd", type=Path,
-                          help="the InferenceService CustomResourceDefinition YAML to check with")
-    validate.add_argument("--strict", action="store_true",
-                          help="also report fields the schema does not know (needs --crd)")
+    validate.add_argument(
+        "paths", nargs="*", type=Path, help=f"files or directories (default: {DEFAULT_MANIFESTS}/)"
+    )
+    validate.add_argument(
+        "--crd", type=Path, help="the InferenceService CustomResourceDefinition YAML to check with"
+    )
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="also report fields the schema does not know (needs --crd)",
+    )
     validate.set_defaults(func=cmd_validate)
     return parser
 

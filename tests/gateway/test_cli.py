@@ -138,10 +138,16 @@ def test_predict_errors_exit_1_with_the_message(
     assert "400" in capsys.readouterr().err
     assert main(["predict", "sklearn-iris", "--data", "{not json", *url]) == 1
     assert "not JSON" in capsys.readouterr().err
-    bad_shape = dict(V2_BODY, inputs=[dict(V2_BODY["inputs"][0], shape=[3, 4])])
     grpc = ["--grpc-url", sklearn_server.grpc_target]
+    # A tensor whose data does not fill its shape is refused before anything is sent...
+    bad_shape = dict(V2_BODY, inputs=[dict(V2_BODY["inputs"][0], shape=[3, 4])])
     assert main(["predict", "sklearn-iris", "--protocol", "grpc", "--data",
                  json.dumps(bad_shape), *grpc]) == 1
+    assert "needs 12 values" in capsys.readouterr().err
+    # ...a valid tensor the model can't take comes back as the server's INVALID_ARGUMENT.
+    wrong_width = dict(V2_BODY, inputs=[dict(V2_BODY["inputs"][0], shape=[4, 2])])
+    assert main(["predict", "sklearn-iris", "--protocol", "grpc", "--data",
+                 json.dumps(wrong_width), *grpc]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
 
