@@ -51,21 +51,6 @@ def _error(message: str) -> int:
 # --- up -----------------------------------------------------------------------------------
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The gateway's REST socket, bound before any component starts (a taken port fails fast)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(False)
-    return sock
-
-
 def _check_free(host: str, port: int) -> None:
     if port == 0:
         return
@@ -103,41 +88,18 @@ async def _serve_gateway(
     stop: asyncio.Event,
 ) -> int:
     # Imported here: the data plane is only needed by `up`.
-    import uvicorn
-
     with _argv_hidden():
-        from gateway.dataplane.app import create_app
-        from gateway.dataplane.grpc_proxy import GrpcProxy
-        from gateway.dataplane.metrics import GatewayMetrics
+        from gateway.dataplane.server import GatewayServer
         from gateway.settings import GatewaySettings
 
-    class _Server(uvicorn.Server):
-        # Our event loop owns SIGINT/SIGTERM; uvicorn must not take them over.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    settings = GatewaySettings()
-    metrics = GatewayMetrics()
-    server = _Server(uvicorn.Config(create_app(table, settings, metrics), log_level="warning"))
-    rest = asyncio.create_task(server.serve(sockets=[sock]), name="gateway REST")
-    proxy = GrpcProxy(table, settings, metrics)
+    gateway = GatewayServer(table, GatewaySettings(), args.host, grpc_port=args.grpc_port)
     try:
-        grpc_port = await proxy.start(args.host, args.grpc_port)
-        while not server.started and not rest.done():
-            await asyncio.sleep(0.05)
-        if rest.done():
-            return _error(f"the gateway's REST server stopped: {rest.exception()}")
-        _print_services(platform, args.host, sock.getsockname()[1], grpc_port)
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({rest, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        return 0 if stop.is_set() else _error("the gateway's REST server stopped")
+        await gateway.start(sock)
+        _print_services(platform, args.host, gateway.http_port, gateway.grpc_port or 0)
+        await stop.wait()
+        return 0
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await rest
-        await proxy.stop(STOP_GRACE_S)
+        await gateway.stop(STOP_GRACE_S)
 
 
 async def _up(args: argparse.Namespace, sock: socket.socket) -> int:
@@ -168,7 +130,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.models_dir is None:
         args.models_dir = Path(os.environ.get("MODELSERVE_MODELS_DIR", "models"))
     try:
-        sock = _listen(args.host, args.port)
+        with _argv_hidden():
+            from gateway.dataplane.server import bind_socket
+        sock = bind_socket(args.host, args.port)
     except OSError as exc:
         return _error(f"cannot listen on {args.host}:{args.port} (--port): {exc.strerror}")
     try:

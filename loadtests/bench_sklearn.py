@@ -1,5 +1,6 @@
 """Benchmark (not a test): the iris model served by stock KServe and by modelserve, and the
-transformer + predictor pair of each, at 1, 16 and 64 connections, in one run.
+transformer + predictor pair of each, at 1, 16 and 64 connections, in one run; then the same
+modelserve services through the gateway (`modelserve up`), compared with calling them directly.
 
     make bench                      # or: .venv/bin/python loadtests/bench_sklearn.py
     .venv/bin/python loadtests/bench_sklearn.py --seconds 10 --connections 1 16 64
@@ -13,8 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
-from tests.support import ServerProcess, run_server  # noqa: E402
+from tests.support import free_port, run_server, wait_ready  # noqa: E402
 
 ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3]]
 V1_ROWS = json.dumps({"instances": ROWS}).encode()
@@ -42,6 +47,7 @@ class Target:
     transformer: str | None
     body: bytes
     peer: str | None = None  # the target this one is compared with
+    via_gateway: str | None = None  # a service name: run `modelserve up`, load the gateway
 
 
 TARGETS = [
@@ -60,27 +66,70 @@ TARGETS = [
         V1_RECORDS,
         peer="stock-kserve transformer+predictor",
     ),
+    Target(
+        "gateway -> sklearn-iris",
+        "",
+        None,
+        V1_ROWS,
+        peer="modelserve predictor",
+        via_gateway="sklearn-iris",
+    ),
+    Target(
+        "gateway -> iris-classifier",
+        "",
+        None,
+        V1_RECORDS,
+        peer="modelserve iris-classifier",
+        via_gateway="iris-classifier",
+    ),
 ]
 
 
 async def _measure(
-    server: ServerProcess, body: bytes, levels: list[int], seconds: float
+    port: int, body: bytes, levels: list[int], seconds: float, path: str = PATH
 ) -> dict[int, LoadResult]:
     results = {}
     for connections in levels:
-        results[connections] = await run_load(
-            "127.0.0.1", server.http_port, PATH, body, connections, seconds
-        )
+        results[connections] = await run_load("127.0.0.1", port, path, body, connections, seconds)
     return results
+
+
+@contextmanager
+def _platform(models_root: Path, logs: Path) -> Iterator[int]:
+    """`modelserve up` with the demo manifests on free ports; yields the gateway's port."""
+    port, grpc_port = free_port(), free_port()
+    log = logs / "modelserve_up.log"
+    command = [
+        str(Path(sys.executable).parent / "modelserve"),
+        "up",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--models-dir",
+        str(models_root),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log, timeout=120)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def _run_target(
     target: Target, model_dir: Path, logs: Path, levels: list[int], seconds: float
 ) -> dict[int, LoadResult]:
+    if target.via_gateway:
+        with _platform(model_dir.parent, logs) as port:
+            path = f"/v1/models/{target.via_gateway}:predict"
+            return asyncio.run(_measure(port, target.body, levels, seconds, path))
     predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]
     with run_server(target.predictor, predictor_args, logs) as predictor:
         if target.transformer is None:
-            return asyncio.run(_measure(predictor, target.body, levels, seconds))
+            return asyncio.run(_measure(predictor.http_port, target.body, levels, seconds))
         stock = target.transformer.startswith("loadtests.")
         transformer_args = [
             "--model_name=iris",
@@ -89,7 +138,7 @@ def _run_target(
             f"--predictor_protocol={'v1' if stock else 'grpc-v2'}",
         ]
         with run_server(target.transformer, transformer_args, logs) as transformer:
-            return asyncio.run(_measure(transformer, target.body, levels, seconds))
+            return asyncio.run(_measure(transformer.http_port, target.body, levels, seconds))
 
 
 def main() -> int:

@@ -109,8 +109,9 @@ def _get(pairs: list[tuple[str, str | None]], *flags: str) -> str | None:
     return None
 
 
-def _set(pairs: list[tuple[str, str | None]], flag: str, value: str,
-         aliases: tuple[str, ...] = ()) -> list[tuple[str, str | None]]:
+def _set(
+    pairs: list[tuple[str, str | None]], flag: str, value: str, aliases: tuple[str, ...] = ()
+) -> list[tuple[str, str | None]]:
     """Replace every occurrence of `flag` (or an alias) by one `flag=value`, in place."""
     out: list[tuple[str, str | None]] = []
     placed = False
@@ -133,10 +134,10 @@ def _render(pairs: list[tuple[str, str | None]]) -> list[str]:
 def resolve_storage_uri(uri: str, models_root: Path) -> str:
     """Where a storage URI lives locally: a directory path, or a URI the server downloads."""
     if uri.startswith("pvc://"):
-        _claim, _, sub = uri[len("pvc://"):].partition("/")
+        _claim, _, sub = uri[len("pvc://") :].partition("/")
         return str((models_root / sub).resolve() if sub else models_root.resolve())
     if uri.startswith("file://"):
-        return uri[len("file://"):]
+        return uri[len("file://") :]
     if uri.startswith(REMOTE_SCHEMES):
         return uri
     if "://" in uri:
@@ -144,8 +145,9 @@ def resolve_storage_uri(uri: str, models_root: Path) -> str:
     return uri
 
 
-def _model_dir(pairs: list[tuple[str, str | None]], env: dict[str, str],
-               models_root: Path, where: str) -> str | None:
+def _model_dir(
+    pairs: list[tuple[str, str | None]], env: dict[str, str], models_root: Path, where: str
+) -> str | None:
     """The local value of `--model_dir`, from the flag and the container's STORAGE_URI."""
     flag_value = _get(pairs, "--model_dir", "--storage_uri")
     storage_uri = env.get("STORAGE_URI")
@@ -153,10 +155,12 @@ def _model_dir(pairs: list[tuple[str, str | None]], env: dict[str, str],
         if storage_uri is None:
             if flag_value is None:
                 return None
-            raise PlanError(f"{where}: --model_dir={flag_value} is the storage mount, but the "
-                            "container sets no STORAGE_URI to say what is mounted there")
+            raise PlanError(
+                f"{where}: --model_dir={flag_value} is the storage mount, but the "
+                "container sets no STORAGE_URI to say what is mounted there"
+            )
         mounted = resolve_storage_uri(storage_uri, models_root)
-        rest = (flag_value or MOUNT_PATH)[len(MOUNT_PATH):].lstrip("/")
+        rest = (flag_value or MOUNT_PATH)[len(MOUNT_PATH) :].lstrip("/")
         return str(Path(mounted) / rest) if rest and "://" not in mounted else mounted
     return resolve_storage_uri(flag_value, models_root)
 
@@ -216,8 +220,9 @@ def plan_component(
     )
 
 
-def plan_service(isvc: InferenceService, models_root: Path,
-                 port: Callable[[], int] = free_port) -> list[LaunchPlan]:
+def plan_service(
+    isvc: InferenceService, models_root: Path, port: Callable[[], int] = free_port
+) -> list[LaunchPlan]:
     """Launch plans for every component of a service, predictor first."""
     plans: list[LaunchPlan] = []
     predictor: LaunchPlan | None = None

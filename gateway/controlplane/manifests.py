@@ -135,8 +135,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.path}: {self.message}" if self.path else (
-            f"{self.where}: {self.message}"
+        return (
+            f"{self.where}: {self.path}: {self.message}"
+            if self.path
+            else (f"{self.where}: {self.message}")
         )
 
 
@@ -202,20 +204,40 @@ def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
     for component, spec in isvc.components():
         path = f"spec.{component}"
         if len(spec.containers) != 1:
-            problems.append(Problem(where, f"{path}.containers", (
-                "exactly one container is needed to run locally (model-format specs such as "
-                f"`{component}.sklearn` need a cluster's ServingRuntime); found "
-                f"{len(spec.containers)}")))
+            problems.append(
+                Problem(
+                    where,
+                    f"{path}.containers",
+                    (
+                        "exactly one container is needed to run locally (model-format specs "
+                        f"such as `{component}.sklearn` need a cluster's ServingRuntime); found "
+                        f"{len(spec.containers)}"
+                    ),
+                )
+            )
             continue
         container = spec.containers[0]
         if not container.command:
-            problems.append(Problem(where, f"{path}.containers[0].command", (
-                "no command: a local run needs the container's command "
-                "(e.g. [python, -m, servers.sklearn]); the image's entrypoint is unknown here")))
+            problems.append(
+                Problem(
+                    where,
+                    f"{path}.containers[0].command",
+                    (
+                        "no command: a local run needs the container's command "
+                        "(e.g. [python, -m, servers.sklearn]); the image's entrypoint is unknown "
+                        "here"
+                    ),
+                )
+            )
         for i, env in enumerate(container.env):
             if env.value is None:
-                problems.append(Problem(where, f"{path}.containers[0].env[{i}]", (
-                    f"{env.name}: only literal `value`s can be set locally (no valueFrom)")))
+                problems.append(
+                    Problem(
+                        where,
+                        f"{path}.containers[0].env[{i}]",
+                        (f"{env.name}: only literal `value`s can be set locally (no valueFrom)"),
+                    )
+                )
     return problems
 
 
@@ -236,16 +258,25 @@ def load_manifests(paths: list[Path]) -> list[InferenceService]:
             problems.append(Problem(item.where, "", "a manifest must be a mapping"))
             continue
         if not is_inference_service(item):
-            log.warning("%s: skipping kind %r (not an InferenceService)",
-                        item.where, item.data.get("kind"))
+            log.warning(
+                "%s: skipping kind %r (not an InferenceService)", item.where, item.data.get("kind")
+            )
             continue
         parsed = parse_document(item)
         if isinstance(parsed, list):
             problems.extend(parsed)
             continue
         if parsed.name in seen:
-            problems.append(Problem(item.where, "metadata.name", (
-                f"duplicate InferenceService name {parsed.name!r} (also in {seen[parsed.name]})")))
+            problems.append(
+                Problem(
+                    item.where,
+                    "metadata.name",
+                    (
+                        f"duplicate InferenceService name {parsed.name!r} "
+                        f"(also in {seen[parsed.name]})"
+                    ),
+                )
+            )
             continue
         seen[parsed.name] = item.where
         problems.extend(runnable_problems(parsed, item.where))
@@ -253,6 +284,7 @@ def load_manifests(paths: list[Path]) -> list[InferenceService]:
     if problems:
         raise ManifestError(problems)
     if not services:
-        raise ManifestError([Problem(", ".join(str(p) for p in paths), "",
-                                     "no InferenceService found")])
+        raise ManifestError(
+            [Problem(", ".join(str(p) for p in paths), "", "no InferenceService found")]
+        )
     return services

@@ -76,8 +76,12 @@ class _PortAllocator:
 class _Service:
     """One InferenceService's supervisors and how they map onto its route."""
 
-    def __init__(self, isvc: InferenceService, plans: list[LaunchPlan],
-                 make: Callable[[LaunchPlan], Supervisor]) -> None:
+    def __init__(
+        self,
+        isvc: InferenceService,
+        plans: list[LaunchPlan],
+        make: Callable[[LaunchPlan], Supervisor],
+    ) -> None:
         self.isvc = isvc
         self.supervisors = [make(plan) for plan in plans]
 
@@ -89,16 +93,26 @@ class _Service:
         """Ready only when every component is: a transformer without its predictor fails."""
         down = [s for s in self.supervisors if not s.ready]
         plan = self.entry.plan
-        backend = Backend(revision=plan.revision, http_url=plan.http_url,
-                          grpc_target=plan.grpc_target, ready=not down, percent=100)
-        return ServiceRoute(name=self.isvc.name, namespace=self.isvc.namespace,
-                            backends=(backend,), domain=domain,
-                            message=down[0].message if down else "")
+        backend = Backend(
+            revision=plan.revision,
+            http_url=plan.http_url,
+            grpc_target=plan.grpc_target,
+            ready=not down,
+            percent=100,
+        )
+        return ServiceRoute(
+            name=self.isvc.name,
+            namespace=self.isvc.namespace,
+            backends=(backend,),
+            domain=domain,
+            message=down[0].message if down else "",
+        )
 
     async def start(self) -> None:
         for component in ("predictor", "transformer"):
-            await asyncio.gather(*(s.start() for s in self.supervisors
-                                   if s.plan.component == component))
+            await asyncio.gather(
+                *(s.start() for s in self.supervisors if s.plan.component == component)
+            )
 
     async def stop(self) -> None:
         # Entry first, so nothing is sent to a predictor that is going away.
@@ -135,28 +149,30 @@ class LocalPlatform:
         isvcs = self._isvcs if self._isvcs is not None else load_manifests(self.manifest_paths)
         ports = _PortAllocator()
         planned = [(isvc, plan_service(isvc, self.models_root, ports)) for isvc in isvcs]
-        missing = sorted({
-            f"{plan.model_dir} (for {plan.name})"
-            for _isvc, plans in planned for plan in plans
-            if plan.model_dir is not None and not plan.model_dir.exists()
-        })
+        missing = sorted(
+            {
+                f"{plan.model_dir} (for {plan.name})"
+                for _isvc, plans in planned
+                for plan in plans
+                if plan.model_dir is not None and not plan.model_dir.exists()
+            }
+        )
         if missing:
             raise ModelDirMissing(
-                "model directory not found: " + ", ".join(missing)
+                "model directory not found: "
+                + ", ".join(missing)
                 + "; build the demo models with `modelserve build-models --out "
-                + f"{self.models_root}` or pass --models-dir")
+                + f"{self.models_root}` or pass --models-dir"
+            )
         return planned
 
     async def start(self) -> None:
         """Start every service (predictors first within each); routes follow readiness."""
         planned = self.plan()
-        self._services = [
-            _Service(isvc, plans, self._supervisor) for isvc, plans in planned
-        ]
+        self._services = [_Service(isvc, plans, self._supervisor) for isvc, plans in planned]
         for service in self._services:
             self._update_route(service)
-        results = await asyncio.gather(*(s.start() for s in self._services),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(s.start() for s in self._services), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.stop()
@@ -174,15 +190,28 @@ class LocalPlatform:
         out = []
         for service in self._services:
             route = service.route(self.table.domain)
-            out.append(ServiceStatus(
-                name=route.name, namespace=route.namespace, host=route.host,
-                ready=route.ready, message=route.message,
-                components=tuple(ComponentStatus(
-                    name=s.name, revision=s.plan.revision, state=s.state.value, pid=s.pid,
-                    http_url=s.plan.http_url, grpc_target=s.plan.grpc_target,
-                    restarts=s.restarts, message=s.message,
-                ) for s in service.supervisors),
-            ))
+            out.append(
+                ServiceStatus(
+                    name=route.name,
+                    namespace=route.namespace,
+                    host=route.host,
+                    ready=route.ready,
+                    message=route.message,
+                    components=tuple(
+                        ComponentStatus(
+                            name=s.name,
+                            revision=s.plan.revision,
+                            state=s.state.value,
+                            pid=s.pid,
+                            http_url=s.plan.http_url,
+                            grpc_target=s.plan.grpc_target,
+                            restarts=s.restarts,
+                            message=s.message,
+                        )
+                        for s in service.supervisors
+                    ),
+                )
+            )
         return out
 
     def supervisors(self) -> list[Supervisor]:

@@ -38,8 +38,9 @@ def load_crd_schema(path: Path, version: str = "v1beta1") -> dict[str, Any]:
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
             versions = doc.get("spec", {}).get("versions") or []
-            chosen = next((v for v in versions if v.get("name") == version),
-                          versions[0] if versions else None)
+            chosen = next(
+                (v for v in versions if v.get("name") == version), versions[0] if versions else None
+            )
             schema = (chosen or {}).get("schema", {}).get("openAPIV3Schema")
             if isinstance(schema, dict):
                 return schema
@@ -67,8 +68,13 @@ def schema_problems(doc: Document, schema: dict[str, Any]) -> list[Problem]:
     for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(e.absolute_path)):
         if error.context and error.validator in ("anyOf", "oneOf"):
             messages = sorted({e.message for e in _leaf_errors(error)})
-            problems.append(Problem(doc.where, _path(error.absolute_path),
-                                    f"{error.message}: " + "; ".join(messages)))
+            problems.append(
+                Problem(
+                    doc.where,
+                    _path(error.absolute_path),
+                    f"{error.message}: " + "; ".join(messages),
+                )
+            )
         else:
             problems.append(Problem(doc.where, _path(error.absolute_path), error.message))
     return problems
@@ -113,24 +119,39 @@ def validate_paths(
             continue
         if not is_inference_service(item):
             kind = item.data.get("kind") if isinstance(item.data, dict) else None
-            warnings.append(Problem(item.where, "", f"skipped: kind {kind!r} is not "
-                                    f"an InferenceService ({API_VERSION})"))
+            warnings.append(
+                Problem(
+                    item.where,
+                    "",
+                    f"skipped: kind {kind!r} is not an InferenceService ({API_VERSION})",
+                )
+            )
             continue
         if schema is not None:
             problems += schema_problems(item, schema)
             if strict:
-                problems += [Problem(item.where, path, "unknown field (a server would prune it)")
-                             for path in unknown_fields(item.data, schema)]
+                problems += [
+                    Problem(item.where, path, "unknown field (a server would prune it)")
+                    for path in unknown_fields(item.data, schema)
+                ]
         parsed = parse_document(item)
         if isinstance(parsed, list):
             known = {(p.path, p.where) for p in problems}
             problems += [p for p in parsed if (p.path, p.where) not in known]
             continue
         if parsed.name in seen:
-            problems.append(Problem(item.where, "metadata.name", (
-                f"duplicate name {parsed.name!r} (also in {seen[parsed.name]})")))
+            problems.append(
+                Problem(
+                    item.where,
+                    "metadata.name",
+                    (f"duplicate name {parsed.name!r} (also in {seen[parsed.name]})"),
+                )
+            )
         seen.setdefault(parsed.name, item.where)
-        warnings += [Problem(p.where, p.path, f"{p.message} (fine in a cluster; "
-                             "`modelserve up` cannot run it)")
-                     for p in runnable_problems(parsed, item.where)]
+        warnings += [
+            Problem(
+                p.where, p.path, f"{p.message} (fine in a cluster; `modelserve up` cannot run it)"
+            )
+            for p in runnable_problems(parsed, item.where)
+        ]
     return problems, warnings

@@ -180,14 +180,16 @@ class Supervisor:
                     await self._drain_output()
                     raise StartupError(
                         f"{self.name} exited with code {process.returncode} before it was ready "
-                        f"({' '.join(self.plan.argv)}); last output:\n{self._last_output()}")
+                        f"({' '.join(self.plan.argv)}); last output:\n{self._last_output()}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(self.plan.ready_url)).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise StartupError(
                         f"{self.name} not ready at {self.plan.ready_url} after "
-                        f"{self.ready_timeout:g} s; last output:\n{self._last_output()}")
+                        f"{self.ready_timeout:g} s; last output:\n{self._last_output()}"
+                    )
                 await asyncio.sleep(self.poll_interval)
 
     async def _drain_output(self) -> None:
@@ -208,9 +210,10 @@ class Supervisor:
                 delay = self.backoff_initial
             while not self._stopping:
                 self.restarts += 1
-                self._set(ComponentState.RESTARTING, (
-                    f"{self.plan.component} exited with code {code}, "
-                    f"restarting in {delay:.1f} s"))
+                self._set(
+                    ComponentState.RESTARTING,
+                    (f"{self.plan.component} exited with code {code}, restarting in {delay:.1f} s"),
+                )
                 self._write(f"[{self.name}] ", [self.message.encode()])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)

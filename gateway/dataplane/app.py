@@ -36,8 +36,15 @@ JSON = "application/json"
 
 # Request headers forwarded to the backend; CloudEvents' `ce-*` headers pass as well.
 _FORWARDED = frozenset(
-    {b"content-type", b"inference-header-content-length", b"x-request-id", b"authorization",
-     b"accept", b"traceparent", b"tracestate"}
+    {
+        b"content-type",
+        b"inference-header-content-length",
+        b"x-request-id",
+        b"authorization",
+        b"accept",
+        b"traceparent",
+        b"tracestate",
+    }
 )
 _FORM = b"application/x-www-form-urlencoded"
 
@@ -45,9 +52,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def json_response(body: object, status: int = 200, revision: str = NO_REVISION) -> Response:
-    return Response(
-        orjson.dumps(body), status, {REVISION_HEADER: revision}, media_type=JSON
-    )
+    return Response(orjson.dumps(body), status, {REVISION_HEADER: revision}, media_type=JSON)
 
 
 def error_response(exc: ModelServeError, revision: str = NO_REVISION) -> Response:
@@ -81,8 +86,9 @@ class _RestDataPlane:
             route = find_route(self.table, request.path_params["name"], host)
         except ModelServeError as exc:
             failed = error_response(exc)
-            self.metrics.observe(UNKNOWN_SERVICE, protocol, str(failed.status_code),
-                                 time.perf_counter() - start)
+            self.metrics.observe(
+                UNKNOWN_SERVICE, protocol, str(failed.status_code), time.perf_counter() - start
+            )
             return failed
         self.metrics.started(route.name)
         code = "499"  # stays so when the client goes away (the task is cancelled)
@@ -173,8 +179,9 @@ def _add_info_routes(app: FastAPI, table: RoutingTable, metrics: GatewayMetrics)
         return json_response({"models": sorted(r.name for r in table.routes())})
 
     async def metrics_text(request: Request) -> Response:
-        return Response(metrics.render(), headers={REVISION_HEADER: NO_REVISION},
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            metrics.render(), headers={REVISION_HEADER: NO_REVISION}, media_type=CONTENT_TYPE_LATEST
+        )
 
     app.add_route("/v2/health/live", live, ["GET"])
     app.add_route("/v2/health/ready", ready, ["GET"])
@@ -234,8 +241,13 @@ def create_app(
             forwarder, plane.forwarder = plane.forwarder, None
             await forwarder.aclose()
 
-    app = FastAPI(title="modelserve gateway", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="modelserve gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics)
     _add_proxy_routes(app, plane)

@@ -63,7 +63,7 @@ def read_model_name(message: bytes) -> str:
         elif wire == 2:
             size, pos = _varint(message, pos)
             if field == 1:
-                return message[pos:pos + size].decode()
+                return message[pos : pos + size].decode()
             pos += size
         else:
             raise InvalidInput(f"malformed request: unsupported wire type {wire}")
@@ -142,16 +142,12 @@ class GrpcProxy:
         await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
         return pb.ServerLiveResponse(live=True).SerializeToString()
 
-    async def _server_ready(
-        self, request: bytes, context: Context
-    ) -> bytes:
+    async def _server_ready(self, request: bytes, context: Context) -> bytes:
         await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
         ready = all(route.ready for route in self.table.routes())
         return pb.ServerReadyResponse(ready=ready).SerializeToString()
 
-    async def _server_metadata(
-        self, request: bytes, context: Context
-    ) -> bytes:
+    async def _server_metadata(self, request: bytes, context: Context) -> bytes:
         await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
         metadata = pb.ServerMetadataResponse(name="modelserve-gateway", version="0.1.0")
         return metadata.SerializeToString()
@@ -199,15 +195,14 @@ class GrpcProxy:
         else:
             self.metrics.finished(route.name, "grpc", code.name, seconds)
 
-    async def _call(
-        self, target: str, path: str, request: bytes, context: Context
-    ) -> bytes:
+    async def _call(self, target: str, path: str, request: bytes, context: Context) -> bytes:
         timeout = self.settings.request_timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, remaining)
         metadata = tuple(
-            (key, value) for key, value in context.invocation_metadata() or ()
+            (key, value)
+            for key, value in context.invocation_metadata() or ()
             if not key.startswith(_DROPPED_METADATA)
         )
         try:

@@ -18,7 +18,21 @@ __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
 # Inference latencies: sub-millisecond proxies up to the default 60 s request timeout.
 _BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 
 

@@ -19,7 +19,7 @@ from gateway.dataplane.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 
-__all__ = ["GatewayServer"]
+__all__ = ["GatewayServer", "bind_socket"]
 
 
 class _Uvicorn(uvicorn.Server):
@@ -28,6 +28,26 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for the REST server (port 0: a free one).
+
+    Created with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted
+    from sockets whose `proto` says TCP, and without it a response written as headers + body
+    waits ~40 ms for the client's delayed ACK on kept-alive connections (Nagle).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
 
 
 class GatewayServer:
@@ -56,16 +76,11 @@ class GatewayServer:
         self._task: asyncio.Task[None] | None = None
         self._grpc: GrpcProxy | None = None
 
-    async def start(self) -> None:
-        """Bind both ports (failing here if one is taken) and start serving."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.http_port))
-        except OSError:
-            sock.close()
-            raise
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Start serving: REST on `sock` (bound by `bind_socket`) or on a socket bound here,
+        and gRPC on `grpc_port`. Fails here if a port is taken."""
+        if sock is None:
+            sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
         app = create_app(self.table, self.settings, self.metrics)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
