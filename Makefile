@@ -21,9 +21,11 @@ build-models: install
 run: build-models
 	$(BIN)/modelserve up
 
-test: install
+lint: install
 	$(BIN)/ruff check servers gateway tests loadtests
 	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest
 
 bench: build-models
