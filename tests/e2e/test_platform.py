@@ -48,8 +48,9 @@ def test_curl_style_v1_request_answers(platform: Platform, expected: list[int]) 
 
 def test_iris_classifier_answers_label_names(platform: Platform) -> None:
     records = [dict(zip(IRIS_FEATURES, row, strict=True)) for row in ROWS.tolist()]
-    response = httpx.post(f"{platform.url}/v1/models/iris-classifier:predict",
-                          json={"instances": records})
+    response = httpx.post(
+        f"{platform.url}/v1/models/iris-classifier:predict", json={"instances": records}
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": LABELS}
     assert response.headers["x-modelserve-revision"].startswith("iris-classifier-transformer")
@@ -57,9 +58,11 @@ def test_iris_classifier_answers_label_names(platform: Platform) -> None:
 
 def test_host_header_routes_like_knative(platform: Platform, expected: list[int]) -> None:
     # The Host header selects the service, as Knative's ingress does.
-    response = httpx.post(f"{platform.url}/v1/models/sklearn-iris:predict",
-                          json={"instances": ROWS.tolist()},
-                          headers={"host": "sklearn-iris.default.example.com"})
+    response = httpx.post(
+        f"{platform.url}/v1/models/sklearn-iris:predict",
+        json={"instances": ROWS.tolist()},
+        headers={"host": "sklearn-iris.default.example.com"},
+    )
     assert response.json() == {"predictions": expected}
 
 
@@ -115,9 +118,14 @@ print(json.dumps({"predict": result.as_numpy("predict").tolist(), "missing": mis
 
 def test_tritonclient_grpc_through_the_gateway(platform: Platform, expected: list[int]) -> None:
     # Own process: tritonclient.grpc and kserve can't share one (kserve/kserve#3099).
-    out = subprocess.run([sys.executable, "-c", TRITON_GRPC, platform.grpc_target,
-                          json.dumps(ROWS.tolist())],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", TRITON_GRPC, platform.grpc_target, json.dumps(ROWS.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=True,
+    )
     doc = json.loads(out.stdout)
     assert doc["predict"] == expected
     assert doc["missing"] == "StatusCode.NOT_FOUND"
@@ -128,15 +136,19 @@ def test_tritonclient_grpc_through_the_gateway(platform: Platform, expected: lis
     [
         ("/v1/models/sklearn-iris:predict", b"{not json", 400),
         ("/v1/models/sklearn-iris:predict", b'{"instances": [[1, 2, 3]]}', 400),
-        ("/v2/models/sklearn-iris/infer", b'{"inputs": [{"name": "x", "datatype": "FP32", '
-         b'"shape": [1, 4], "data": [1, 2, 3]}]}', 400),
+        (
+            "/v2/models/sklearn-iris/infer",
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}',
+            400,
+        ),
         ("/v1/models/iris-classifier:predict", b'{"instances": [{"sepal_length": 1}]}', 400),
         ("/v1/models/no-such-model:predict", b'{"instances": [[1, 2, 3, 4]]}', 404),
     ],
     ids=["malformed", "feature-count", "shape-mismatch", "missing-feature", "unknown-model"],
 )
-def test_client_errors_pass_through_as_4xx(platform: Platform, path: str, body: bytes,
-                                          status: int) -> None:
+def test_client_errors_pass_through_as_4xx(
+    platform: Platform, path: str, body: bytes, status: int
+) -> None:
     response = httpx.post(platform.url + path, content=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]
@@ -150,8 +162,7 @@ def test_oversized_body_is_413(platform: Platform) -> None:
 
 
 def test_metrics_count_requests_by_service_and_code(platform: Platform) -> None:
-    httpx.post(f"{platform.url}/v1/models/sklearn-iris:predict",
-               json={"instances": ROWS.tolist()})
+    httpx.post(f"{platform.url}/v1/models/sklearn-iris:predict", json={"instances": ROWS.tolist()})
     text = httpx.get(f"{platform.url}/metrics").text
     assert "modelserve_gateway_requests_total" in text
     assert 'service="sklearn-iris"' in text
@@ -182,3 +193,20 @@ def test_killed_component_is_restarted(platform: Platform, expected: list[int]) 
     assert response.json() == {"predictions": expected}
     assert statuses <= {200, 503}, statuses  # down means 503, never 500
     assert _component(platform, "servers.sklearn", "sklearn-iris").pid != victim.pid
+
+
+def test_iris_classifier_over_grpc_through_the_gateway(platform: Platform) -> None:
+    async def call() -> list[str]:
+        inputs = []
+        for i, name in enumerate(IRIS_FEATURES):
+            tensor = InferInput(name, [len(ROWS)], "FP64")
+            tensor.set_data_from_numpy(ROWS[:, i].copy())
+            inputs.append(tensor)
+        client = InferenceGRPCClient(platform.grpc_target)
+        try:
+            result = await client.infer(InferRequest("iris-classifier", inputs))
+        finally:
+            await client.close()
+        return [v.decode() for v in result.outputs[0].as_numpy().tolist()]
+
+    assert asyncio.run(call()) == LABELS

@@ -99,3 +99,21 @@ def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path) -> None:
         response = httpx.post(url, json={"instances": _records()}, timeout=30)
         assert response.status_code == 503, response.text
         assert "predictor" in response.json()["error"]
+
+
+def test_predictor_over_v2_rest_too(
+    sklearn_server: ServerProcess, iris_dir: Path, logs: Path
+) -> None:
+    args = [
+        "--model_name=sklearn-iris",
+        f"--model_dir={iris_dir}",
+        f"--predictor_host=127.0.0.1:{sklearn_server.http_port}",
+        "--predictor_protocol=v2",
+    ]
+    with run_server("servers.transformers.tabular", args, logs) as server:
+        url = f"{server.http_url}/v1/models/sklearn-iris:predict"
+        response = httpx.post(url, json={"instances": _records()})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": LABELS}
+        bad = httpx.post(url, json={"instances": [{"sepal_length": 1.0}]})
+        assert bad.status_code == 400
