@@ -1,8 +1,9 @@
 """The base of our predictors: strict decoding, model calls off the event loop, v2 responses.
 
 KServe's `Model` runs a synchronous `predict` on the event loop, so one slow call stalls every
-other request on the server (kserve#3950). Here `predict` is async and hands the model call to
-the loop's executor (a thread pool sized by `--max_asyncio_workers`), once, in one place.
+other request on the server (kserve#3950). Here `predict` is async; subclasses decode and check
+the request on the loop (cheap) and hand the model call to `off_loop` (the loop's executor, a
+thread pool sized by `--max_asyncio_workers`) or to an adaptive batcher that does.
 """
 
 from __future__ import annotations
@@ -20,15 +21,21 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import decode_inputs, make_response
 
-__all__ = ["TensorModel", "TensorOutputs"]
+__all__ = ["TensorModel", "TensorOutputs", "off_loop"]
 
 T = TypeVar("T")
 # Output name -> (array, v2 datatype).
 TensorOutputs = Mapping[str, tuple[np.ndarray, str]]
 
 
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(*args)` in the running loop's executor."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+
 class TensorModel(kserve.Model):
-    """A kserve.Model whose subclasses implement `infer_v1` and `infer_v2` synchronously."""
+    """A kserve.Model whose subclasses implement `infer_v1` and `infer_v2`."""
 
     async def predict(
         self,
@@ -36,27 +43,21 @@ class TensorModel(kserve.Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
-        """Decode the request strictly, run the model in a worker thread, encode the result."""
+        """Decode the request strictly, run the model, encode the result."""
         if isinstance(payload, InferRequest):
             arrays = decode_inputs(payload)
             requested = [o.name for o in payload.request_outputs or []]
             params = payload.parameters if isinstance(payload.parameters, dict) else {}
-            outputs = await self._off_loop(self.infer_v2, arrays, params, requested)
+            outputs = await self.infer_v2(arrays, params, requested)
             return make_response(payload, self.name, outputs)
-        doc = parse_json_body(payload)
-        return await self._off_loop(self.infer_v1, doc)
-
-    @staticmethod
-    async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(fn, *args))
+        return await self.infer_v1(parse_json_body(payload))
 
     @abstractmethod
-    def infer_v1(self, doc: dict[str, Any]) -> dict[str, Any]:
+    async def infer_v1(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Answer a v1 body (`instances`/`inputs`) with `{"predictions": [...]}`."""
 
     @abstractmethod
-    def infer_v2(
+    async def infer_v2(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any], requested: list[str]
     ) -> TensorOutputs:
         """Answer decoded v2 inputs with named outputs (only `requested` ones, when given)."""

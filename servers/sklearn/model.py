@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from servers.batching import AdaptiveBatcher, BatchSettings
 from servers.errors import InvalidInput, UnprocessableEntity
-from servers.model import TensorModel, TensorOutputs
+from servers.model import TensorModel, TensorOutputs, off_loop
 from servers.protocol import v1
 from servers.protocol.tensors import datatype_of
 from servers.storage import load_artifact
@@ -31,6 +32,7 @@ class SKLearnPredictor(TensorModel):
         model_dir: str,
         method: str = "predict",
         trusted_types: list[str] | None = None,
+        batching: BatchSettings | None = None,
     ) -> None:
         super().__init__(name)
         if method not in METHODS:
@@ -42,6 +44,9 @@ class SKLearnPredictor(TensorModel):
         self.n_features: int | None = None
         self.feature_names: list[str] | None = None
         self.allow_nan = False
+        self.batching = batching or BatchSettings()
+        # One batcher per method, made on first use inside the server's event loop.
+        self._batchers: dict[str, AdaptiveBatcher] = {}
 
     def load(self) -> bool:
         artifact = load_artifact(self.model_dir, self.trusted_types)
@@ -59,21 +64,34 @@ class SKLearnPredictor(TensorModel):
         return self.ready
 
     # -- v1 --------------------------------------------------------------------------------
-    def infer_v1(self, doc: dict[str, Any]) -> dict[str, Any]:
-        matrix = v1.rows_to_matrix(v1.rows(doc, self.feature_names), self.n_features)
-        method = self._method(doc.get("parameters"), [])
-        result = self._call(method[0], matrix)
+    async def infer_v1(self, doc: dict[str, Any]) -> dict[str, Any]:
+        matrix = self._checked(v1.rows_to_matrix(v1.rows(doc, self.feature_names), self.n_features))
+        method = self._method(doc.get("parameters"), [])[0]
+        result = await self._run(method, matrix)
         return {"predictions": result.tolist()}
 
     # -- v2 --------------------------------------------------------------------------------
-    def infer_v2(
+    async def infer_v2(
         self, inputs: dict[str, np.ndarray], parameters: dict[str, Any], requested: list[str]
     ) -> TensorOutputs:
         if len(inputs) != 1:
             raise InvalidInput(f"the model takes one input tensor, got {len(inputs)}")
         ((name, array),) = inputs.items()
-        matrix = self._matrix(name, array)
-        return {m: _tensor(self._call(m, matrix)) for m in self._method(parameters, requested)}
+        matrix = self._checked(self._matrix(name, array))
+        return {m: _tensor(await self._run(m, matrix)) for m in self._method(parameters, requested)}
+
+    async def _run(self, method: str, matrix: np.ndarray) -> np.ndarray:
+        fn = getattr(self.estimator, method, None)
+        if fn is None:
+            raise UnprocessableEntity(f"{type(self.estimator).__name__} has no {method}()")
+        if self.batching.max_batch_size <= 1:
+            return np.asarray(await off_loop(fn, matrix))
+        batcher = self._batchers.get(method)
+        if batcher is None:
+            batcher = self._batchers[method] = AdaptiveBatcher(
+                lambda rows: np.asarray(fn(rows)), self.batching
+            )
+        return await batcher.submit(matrix)
 
     def _matrix(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype.kind not in "iuf":
@@ -104,15 +122,13 @@ class SKLearnPredictor(TensorModel):
                 raise InvalidInput(f"parameters.method must be one of {list(METHODS)}")
         return [method]
 
-    def _call(self, method: str, matrix: np.ndarray) -> np.ndarray:
+    def _checked(self, matrix: np.ndarray) -> np.ndarray:
+        """Refuse what the estimator would choke on, before it joins a batch."""
         if matrix.shape[0] == 0:
             raise InvalidInput("the batch is empty: send at least one instance")
         if not self.allow_nan and not np.all(np.isfinite(matrix)):
             raise InvalidInput("input contains NaN or infinity, which this model cannot take")
-        fn = getattr(self.estimator, method, None)
-        if fn is None:
-            raise UnprocessableEntity(f"{type(self.estimator).__name__} has no {method}()")
-        return np.asarray(fn(matrix))
+        return matrix
 
     # -- metadata --------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:

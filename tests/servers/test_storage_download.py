@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import threading
@@ -32,9 +33,11 @@ def test_model_downloads_from_http_uri(file_server: str) -> None:
     model = SKLearnPredictor("iris", f"{file_server}/model.joblib")
     assert model.load()
     assert model.n_features == 4
-    result = model.infer_v1({"instances": [[5.0, 3.4, 1.5, 0.2]]})
+    result = asyncio.run(model.infer_v1({"instances": [[5.0, 3.4, 1.5, 0.2]]}))
     assert result == {"predictions": [0]}
-    outputs = model.infer_v2({"x": np.array([[6.7, 3.0, 5.2, 2.3]])}, {}, ["predict_proba"])
+    outputs = asyncio.run(
+        model.infer_v2({"x": np.array([[6.7, 3.0, 5.2, 2.3]])}, {}, ["predict_proba"])
+    )
     assert outputs["predict_proba"][0].shape == (1, 3)
 
 
