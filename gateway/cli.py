@@ -91,10 +91,12 @@ async def _serve_gateway(
     with _argv_hidden():
         from gateway.dataplane.server import GatewayServer
         from gateway.settings import GatewaySettings
+        from servers.model_server import freeze_startup_heap
 
     gateway = GatewayServer(table, GatewaySettings(), args.host, grpc_port=args.grpc_port)
     try:
         await gateway.start(sock)
+        freeze_startup_heap()  # full GC pauses over the start-up heap stall every request
         _print_services(platform, args.host, gateway.http_port, gateway.grpc_port or 0)
         await stop.wait()
         return 0
@@ -249,6 +251,60 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- loadtest -------------------------------------------------------------------------------
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from gateway.loadtest import run_loadtest
+
+    return run_loadtest(args)
+
+
+def _add_loadtest(commands: Any) -> None:
+    from gateway.loadtest import LOADTESTS, MAX_DURATION_S, parse_duration, parse_protocols
+
+    loadtest = commands.add_parser(
+        "loadtest", help="headless Locust against a running platform, checked against SLOs"
+    )
+    loadtest.add_argument("name", help="the InferenceService to load")
+    loadtest.add_argument("--slo", type=Path, default=LOADTESTS / "slo.yaml", help="SLO file")
+    loadtest.add_argument("--users", type=_positive_int, default=8, help="concurrent users")
+    loadtest.add_argument(
+        "--spawn-rate", type=float, default=None, help="users started per second (default: all)"
+    )
+    loadtest.add_argument(
+        "--duration", type=parse_duration, default=parse_duration("30s"),
+        help=f"run time, e.g. 30s, 2m (at most {MAX_DURATION_S // 60}m)",
+    )
+    loadtest.add_argument(
+        "--shape", choices=("step", "ramp"), default=None,
+        help="step: users in four steps; ramp: linear to --users (default: all at once)",
+    )
+    loadtest.add_argument(
+        "--protocols", type=parse_protocols, default=None,
+        help="comma-separated v1,v2,v2-binary,grpc (default: all the service has payloads for)",
+    )
+    loadtest.add_argument("--url", default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"))
+    loadtest.add_argument(
+        "--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL", "127.0.0.1:8081")
+    )
+    loadtest.add_argument(
+        "--reports", type=Path, default=LOADTESTS / "reports",
+        help="where the CSV and HTML reports go",
+    )
+    loadtest.set_defaults(func=cmd_loadtest)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -302,6 +358,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also report fields the schema does not know (needs --crd)",
     )
     validate.set_defaults(func=cmd_validate)
+
+    _add_loadtest(commands)
     return parser
 
 

