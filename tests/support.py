@@ -42,7 +42,7 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
     """Poll `url` until it answers 200; fail with the process's output if it dies or hangs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
