@@ -270,7 +270,8 @@ def _add_loadtest(commands: Any) -> None:
     loadtest.add_argument("--slo", type=Path, default=LOADTESTS / "slo.yaml", help="SLO file")
     loadtest.add_argument("--users", type=_positive_int, default=8, help="concurrent users")
     loadtest.add_argument(
-        "--spawn-rate", type=float, default=None, help="users started per second (default: all)"
+        "--spawn-rate", type=_positive_float, default=None,
+        help="users started per second (default: all at once)"
     )
     loadtest.add_argument(
         "--duration", type=parse_duration, default=parse_duration("30s"),
@@ -296,12 +297,19 @@ def _add_loadtest(commands: Any) -> None:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = _positive_float(text)
+    if value != int(value):
         raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(value)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
     return value
 
 

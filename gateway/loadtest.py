@@ -1,0 +1,166 @@
+"""`modelserve loadtest`: headless Locust against a running platform, then the SLO verdict.
+
+Locust runs as a subprocess (`python -m locust -f loadtests/locustfile.py --headless ...`) from
+the repository root and writes `<reports>/<name>_stats.csv` (and the other CSVs) plus
+`<reports>/<name>.html`; the "Aggregated" row of the stats CSV is checked against the service's
+SLOs. Exit status: 0 all SLOs met, 1 an SLO violated (or Locust failed), 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.slo import Measured, SLOError, evaluate, format_table, load_slo_file
+
+__all__ = [
+    "LOADTESTS",
+    "MAX_DURATION_S",
+    "PROTOCOL_PAYLOADS",
+    "available_protocols",
+    "parse_duration",
+    "parse_protocols",
+    "payload_path",
+    "run_loadtest",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+LOADTESTS = ROOT / "loadtests"
+MAX_DURATION_S = 600
+# Locust needs a few seconds to start and to write its reports after the run.
+OVERRUN_S = 60
+# Which payload file each protocol sends: the binary and gRPC users encode the v2 JSON request.
+PROTOCOL_PAYLOADS = {"v1": "v1", "v2": "v2", "v2-binary": "v2", "grpc": "v2"}
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
+
+
+def payload_path(service: str, protocol: str, payloads: Path = LOADTESTS / "payloads") -> Path:
+    """`loadtests/payloads/<service>.<v1|v2>.json` for a protocol."""
+    return payloads / f"{service}.{PROTOCOL_PAYLOADS[protocol]}.json"
+
+
+def available_protocols(service: str, payloads: Path = LOADTESTS / "payloads") -> list[str]:
+    """The protocols a service has a payload file for, in PROTOCOL_PAYLOADS order."""
+    return [p for p in PROTOCOL_PAYLOADS if payload_path(service, p, payloads).is_file()]
+
+
+def parse_duration(text: str) -> int:
+    """`30s`, `2m`, `1m30s`, `45` (seconds) → seconds, 1 to MAX_DURATION_S."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 2m, 1m30s)")
+    parts = {key: int(value) if value else 0 for key, value in match.groupdict().items()}
+    seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    if not 1 <= seconds <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} must be between 1 s and {MAX_DURATION_S // 60} min"
+        )
+    return seconds
+
+
+def parse_protocols(text: str) -> list[str]:
+    """`v1,v2,v2-binary,grpc` → a list; unknown names are a usage error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PROTOCOL_PAYLOADS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown protocol(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(PROTOCOL_PAYLOADS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """One Locust run, resolved from the command line."""
+
+    service: str
+    protocols: list[str]
+    users: int
+    spawn_rate: float
+    duration_s: int
+    shape: str | None
+    url: str
+    grpc_target: str
+    reports: Path
+
+    def command(self) -> list[str]:
+        prefix = self.reports / self.service
+        command = [
+            sys.executable, "-m", "locust",
+            "-f", str(LOADTESTS / "locustfile.py"),
+            "--headless", "--only-summary",
+            "-u", str(self.users), "-r", str(self.spawn_rate), "-t", f"{self.duration_s}s",
+            "--host", self.url,
+            "--csv", str(prefix), "--html", f"{prefix}.html",
+            # Failures are judged by the error-ratio SLO, not by Locust's exit status.
+            "--exit-code-on-error", "0",
+            "--service", self.service,
+            "--protocols", ",".join(self.protocols),
+            "--grpc-target", self.grpc_target,
+        ]
+        if self.shape:
+            command += ["--shape", self.shape]
+        return command
+
+
+def _plan(args: argparse.Namespace) -> LoadPlan:
+    available = available_protocols(args.name)
+    if not available:
+        raise SLOError(f"no payloads for service {args.name!r} in {LOADTESTS / 'payloads'}")
+    protocols = args.protocols or available
+    missing = [p for p in protocols if p not in available]
+    if missing:
+        raise SLOError(
+            f"service {args.name!r} has no payload for {', '.join(missing)} "
+            f"(it has: {', '.join(available)})"
+        )
+    return LoadPlan(
+        service=args.name, protocols=protocols, users=args.users,
+        spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration,
+        shape=args.shape, url=args.url, grpc_target=args.grpc_url, reports=args.reports,
+    )
+
+
+def _run_locust(plan: LoadPlan) -> int | None:
+    """Run Locust; its exit status, or None when it overran its time."""
+    plan.reports.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(plan.command(), cwd=ROOT, timeout=plan.duration_s + OVERRUN_S)
+    except subprocess.TimeoutExpired:
+        return None
+    return done.returncode
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    """The `modelserve loadtest` command."""
+    try:
+        slo = load_slo_file(args.slo).for_service(args.name)
+        plan = _plan(args)
+    except SLOError as exc:
+        print(f"modelserve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(
+        f"loadtest {plan.service}: {plan.users} users ({plan.shape or 'constant'}), "
+        f"{plan.duration_s}s, protocols {','.join(plan.protocols)}, {plan.url}",
+        flush=True,
+    )
+    status = _run_locust(plan)
+    if status != 0:
+        reason = "overran its time limit" if status is None else f"exited with {status}"
+        print(f"modelserve: error: locust {reason}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        measured = Measured.from_stats_csv(plan.reports / f"{plan.service}_stats.csv")
+    except SLOError as exc:
+        print(f"modelserve: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    checks = evaluate(slo, measured)
+    print(f"{measured.requests} requests, {measured.failures} failed", flush=True)
+    print(format_table(plan.service, checks), flush=True)
+    print(f"report: {plan.reports / plan.service}.html, {plan.reports / plan.service}_stats.csv")
+    return 0 if all(check.passed for check in checks) else 1

@@ -1,0 +1,1 @@
+"""Load tests: Locust users and shapes, the SLO file, benchmarks against peer servers."""
