@@ -52,6 +52,8 @@ def test_demo_service_plan_runs_this_python_on_free_ports(tmp_path: Path) -> Non
     [plan] = plan_service(isvc, tmp_path, ports())
     assert plan.argv[:3] == (sys.executable, "-m", "servers.sklearn")
     assert flags(plan.argv) == {
+        "--max_batch_size": "32",
+        "--max_batch_latency_us": "0",
         "--model_name": "sklearn-iris",
         "--model_dir": str(tmp_path.resolve() / "iris"),
         "--http_port": "41000",
