@@ -306,7 +306,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     load = os.getloadavg()[0]
-    if load > 0.5:
+    if load > 1.0:
         print(
             f"warning: load average {load:.2f} before the run: the numbers may be off",
             file=sys.stderr,
