@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install run test lint build-models bench clean
+.PHONY: install run test lint build-models bench bench-peers clean
 
 install: $(STAMP)
 
@@ -28,8 +28,11 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-bench: build-models
+bench: install
 	$(BIN)/python loadtests/bench_sklearn.py
+
+bench-peers: install
+	$(BIN)/python loadtests/bench_peers.py --markdown
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache
