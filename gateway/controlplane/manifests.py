@@ -241,6 +241,14 @@ def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
     return problems
 
 
+def duplicate_name(name: str, where: str, seen: dict[str, str]) -> Problem | None:
+    """A problem when `name` was seen before; otherwise records where it was seen."""
+    if name in seen:
+        return Problem(where, "metadata.name", f"duplicate name {name!r} (also in {seen[name]})")
+    seen[name] = where
+    return None
+
+
 def load_manifests(paths: list[Path]) -> list[InferenceService]:
     """Parse every InferenceService in `paths` (files or directories, multi-document YAML).
 
@@ -266,19 +274,10 @@ def load_manifests(paths: list[Path]) -> list[InferenceService]:
         if isinstance(parsed, list):
             problems.extend(parsed)
             continue
-        if parsed.name in seen:
-            problems.append(
-                Problem(
-                    item.where,
-                    "metadata.name",
-                    (
-                        f"duplicate InferenceService name {parsed.name!r} "
-                        f"(also in {seen[parsed.name]})"
-                    ),
-                )
-            )
+        duplicate = duplicate_name(parsed.name, item.where, seen)
+        if duplicate is not None:
+            problems.append(duplicate)
             continue
-        seen[parsed.name] = item.where
         problems.extend(runnable_problems(parsed, item.where))
         services.append(parsed)
     if problems:

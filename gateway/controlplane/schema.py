@@ -19,6 +19,7 @@ from gateway.controlplane.manifests import (
     API_VERSION,
     Document,
     Problem,
+    duplicate_name,
     is_inference_service,
     iter_documents,
     parse_document,
@@ -139,15 +140,9 @@ def validate_paths(
             known = {(p.path, p.where) for p in problems}
             problems += [p for p in parsed if (p.path, p.where) not in known]
             continue
-        if parsed.name in seen:
-            problems.append(
-                Problem(
-                    item.where,
-                    "metadata.name",
-                    (f"duplicate name {parsed.name!r} (also in {seen[parsed.name]})"),
-                )
-            )
-        seen.setdefault(parsed.name, item.where)
+        duplicate = duplicate_name(parsed.name, item.where, seen)
+        if duplicate is not None:
+            problems.append(duplicate)
         warnings += [
             Problem(
                 p.where, p.path, f"{p.message} (fine in a cluster; `modelserve up` cannot run it)"
