@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,12 @@ from gateway.controlplane.components import PlanError
 from gateway.controlplane.manifests import ManifestError
 from gateway.controlplane.platform import LocalPlatform, ModelDirMissing, StartError
 from gateway.routing import RoutingTable
+from servers.kserve_argv import argv_hidden
 
 __all__ = ["main"]
 
 DEFAULT_MANIFESTS = Path("inferenceservices")
 STOP_GRACE_S = 5.0
-
-
-@contextlib.contextmanager
-def _argv_hidden() -> Iterator[None]:
-    """Hide our arguments from kserve, whose model_server module parses sys.argv on import."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 def _error(message: str) -> int:
@@ -88,7 +77,7 @@ async def _serve_gateway(
     stop: asyncio.Event,
 ) -> int:
     # Imported here: the data plane is only needed by `up`.
-    with _argv_hidden():
+    with argv_hidden():
         from gateway.dataplane.server import GatewayServer
         from gateway.settings import GatewaySettings
         from servers.model_server import freeze_startup_heap
@@ -132,7 +121,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.models_dir is None:
         args.models_dir = Path(os.environ.get("MODELSERVE_MODELS_DIR", "models"))
     try:
-        with _argv_hidden():
+        with argv_hidden():
             from gateway.dataplane.server import bind_socket
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
@@ -156,7 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_build_models(args: argparse.Namespace) -> int:
-    with _argv_hidden():
+    with argv_hidden():
         from servers.demo_models import build_all
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +195,7 @@ def _predict_http(args: argparse.Namespace, body: Any) -> int:
 def _predict_grpc(args: argparse.Namespace, body: Any) -> int:
     import grpc
 
-    with _argv_hidden():
+    with argv_hidden():
         from gateway.predict_client import grpc_infer
         from servers.errors import InvalidInput
 

@@ -11,7 +11,6 @@ it is deliberately not written yet.
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from types import ModuleType
 from typing import Any
@@ -21,6 +20,7 @@ import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, task
 
 from loadtests.bodies import raw_tensors
+from servers.kserve_argv import argv_hidden
 
 __all__ = ["GrpcV2User", "import_stubs"]
 
@@ -36,11 +36,8 @@ def import_stubs() -> tuple[ModuleType, ModuleType]:
 
     kserve parses sys.argv when first imported, so Locust's arguments are hidden from it.
     """
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
+    with argv_hidden():
         from kserve.protocol.grpc import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-    finally:
-        sys.argv = saved
     return grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from servers.demo_models import build_all
+from servers.kserve_argv import argv_hidden
+
+with argv_hidden():  # pytest's flags (--co, --timeout) are prefixes of kserve's
+    import kserve  # noqa: F401
+
+from servers.demo_models import build_all  # noqa: E402
 from tests.support import ServerProcess, run_server
 
 
