@@ -21,7 +21,13 @@ from kserve.protocol.dataplane import DataPlane
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from servers.errors import ModelNotFound, ModelServeError, PayloadTooLarge, error_body
+from servers.errors import (
+    ModelNotFound,
+    ModelServeError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    error_body,
+)
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
 
@@ -70,6 +76,25 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+# Bodies we read as JSON (or JSON + binary tensors): JSON itself, curl -d's form type, plain
+# text, octet-stream (the binary extension), or no type at all. Anything else is refused.
+_READABLE_TYPES = frozenset(
+    {
+        "",
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/octet-stream",
+    }
+)
+
+
+def _check_content_type(headers: dict[str, str]) -> None:
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in _READABLE_TYPES and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {media!r} cannot be read: send application/json")
+
+
 async def _check_model(dataplane: DataPlane, name: str) -> None:
     try:
         await dataplane.model_ready(name, True)
@@ -84,6 +109,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         name = request.path_params["model_name"]
         await _check_model(dataplane, name)
         headers = dict(request.headers)
+        _check_content_type(headers)
         infer_request = parse_rest_request(await request.body(), headers.get(HEADER_LENGTH), name)
         response, response_headers = await dataplane.infer(name, infer_request, headers)
         body, extra = encode_rest_response(response, infer_request)
@@ -95,6 +121,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         name = request.path_params["model_name"]
         await _check_model(dataplane, name)
         headers = dict(request.headers)
+        _check_content_type(headers)
         doc = parse_json_body(await request.body())
         response, response_headers = await dataplane.infer(name, doc, headers)
         if isinstance(response, bytes | str):

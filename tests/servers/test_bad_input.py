@@ -116,6 +116,18 @@ def test_rest_client_errors_are_4xx_with_a_message(
     assert good.json() == {"predictions": [0]}
 
 
+@pytest.mark.parametrize("path", [V1, V2])
+@pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=x",
+                                          "application/xml"])
+def test_unreadable_content_type_gets_415(
+    sklearn_server: ServerProcess, path: str, content_type: str
+) -> None:
+    response = httpx.post(sklearn_server.http_url + path, content=b"<x/>",
+                          headers={"content-type": content_type})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]
+
+
 def test_oversized_body_gets_413(sklearn_server: ServerProcess) -> None:
     # The test server runs with --max_body_bytes=1048576.
     body = b'{"instances": [' + b"[1,2,3,4]," * 200_000 + b"[1,2,3,4]]}"
