@@ -16,7 +16,7 @@ import httpx
 import kserve
 import numpy as np
 from kserve.predictor_config import PredictorConfig
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from servers.errors import (
     BackendTimeout,
@@ -28,7 +28,7 @@ from servers.errors import (
     status_for_http,
 )
 from servers.protocol import v1
-from servers.protocol.v2 import decode_inputs
+from servers.protocol.v2 import decode_inputs, make_response
 from servers.storage import read_metadata, resolve_model_dir
 
 __all__ = ["TabularTransformer"]
@@ -120,7 +120,8 @@ class TabularTransformer(kserve.Model):
         result = await self._call_predictor(request, headers)
         labels = self._labels(result)
         if isinstance(payload, InferRequest):
-            return self._v2_response(payload, labels)
+            names = np.array([label.encode() for label in labels], dtype=np.object_)
+            return make_response(payload, self.name, {"label": (names, "BYTES")})
         return {"predictions": labels}
 
     async def _call_predictor(
@@ -151,18 +152,6 @@ class TabularTransformer(kserve.Model):
             return [self.target_names[int(i)] for i in ids]
         except (IndexError, ValueError) as exc:
             raise BackendUnavailable(f"predictor returned an unknown class id: {exc}") from exc
-
-    def _v2_response(self, request: InferRequest, labels: list[str]) -> InferResponse:
-        out = InferOutput("label", [len(labels)], "BYTES")
-        out._data = np.array([lab.encode() for lab in labels], dtype=np.object_)
-        if request.from_grpc:
-            out._data = [lab.encode() for lab in labels]
-        return InferResponse(
-            response_id=request.id or str(uuid.uuid4()),
-            model_name=self.name,
-            infer_outputs=[out],
-            from_grpc=request.from_grpc,
-        )
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self.feature_names]
