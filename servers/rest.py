@@ -10,6 +10,7 @@ transformers' preprocess/predict/postprocess and KServe's metrics work as usual.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,6 +19,13 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from kserve.errors import ModelNotFound as KServeModelNotFound
 from kserve.protocol.dataplane import DataPlane
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -95,6 +103,19 @@ def _check_content_type(headers: dict[str, str]) -> None:
         raise UnsupportedMediaType(f"content type {media!r} cannot be read: send application/json")
 
 
+def metrics_text() -> bytes:
+    """The server's Prometheus metrics, summed over every worker process when there are several.
+
+    With `--workers N`, `serve` points PROMETHEUS_MULTIPROC_DIR at a directory the workers
+    share; KServe's own /metrics would show whichever worker answers (kserve#2979).
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
 async def _check_model(dataplane: DataPlane, name: str) -> None:
     try:
         await dataplane.model_ready(name, True)
@@ -130,6 +151,9 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         body = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         return Response(body, media_type=JSON, headers=response_headers)
 
+    async def metrics(_: Request) -> Response:
+        return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
     async def handle_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ModelServeError)
         return _error_response(exc)
@@ -143,6 +167,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     ):
         app.add_route(path, v2_infer, methods=["POST"])
     app.add_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
+    app.add_route("/metrics", metrics, methods=["GET"])
     app.add_exception_handler(ModelServeError, handle_error)
     app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

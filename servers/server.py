@@ -8,8 +8,12 @@ take KServe's usual flags (`--model_name --http_port --grpc_port --workers --pre
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +61,8 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
     except (ModelServeError, OSError, TypeError, ValueError) as exc:
         print(f"error: could not load the model: {exc}", file=sys.stderr)
         return 1
+    if args.workers > 1:
+        _share_metrics_between_workers()
     server = ModelServer(
         max_body_bytes=args.max_body_bytes,
         log_requests=args.log_requests,
@@ -72,3 +78,12 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
     )
     server.start(models)
     return 0
+
+
+def _share_metrics_between_workers() -> None:
+    """Give the REST workers (spawned later, so they inherit it) one metrics directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="modelserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)

@@ -200,3 +200,11 @@ def test_several_workers_keep_our_routes(iris_dir: Path, logs: Path, estimator) 
                              headers={"content-type": "application/x-www-form-urlencoded"})
             assert bad.status_code == 400
             assert "expects 4" in bad.json()["error"]
+        # Metrics add up over the workers (stock KServe shows one worker's, kserve#2979):
+        # 8 predict calls (4 good, 4 refused inside predict), each made by whichever worker
+        # accepted its connection.
+        for _ in range(3):
+            text = httpx.get(f"{server.http_url}/metrics").text
+            count = [line for line in text.splitlines()
+                     if line.startswith('request_predict_seconds_count{model_name="sklearn-iris"}')]
+            assert count and float(count[0].split()[-1]) == 8.0, text[-2000:]
