@@ -1,8 +1,9 @@
-# One image for every modelserve component: `python -m servers.<backend>` (what the
-# InferenceService manifests run) and the `modelserve` CLI/gateway.
-#   docker build -t ghcr.io/modelserve/servers:0.1.0 .
-#   docker run -p 8080:8080 -v $PWD/models/iris:/mnt/models ghcr.io/modelserve/servers:0.1.0 \
-#       python -m servers.sklearn --model_name sklearn-iris --model_dir /mnt/models
+# modelserve images, one target per component, all from one build:
+#   docker build --target sklearn      -t ghcr.io/modelserve/servers:0.1.0 .   (the default target)
+#   docker build --target transformers -t ghcr.io/modelserve/transformers:0.1.0 .
+#   docker build --target gateway      -t ghcr.io/modelserve/gateway:0.1.0 .
+# The manifests in inferenceservices/ run `python -m servers.<backend>` in the servers image.
+#   docker run -p 8080:8080 -v $PWD/models/iris:/mnt/models ghcr.io/modelserve/servers:0.1.0
 
 FROM python:3.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,16 +16,24 @@ RUN mkdir -p servers gateway && touch servers/__init__.py gateway/__init__.py \
  && /opt/venv/bin/uv pip uninstall --python /opt/venv/bin/python modelserve
 COPY servers ./servers
 COPY gateway ./gateway
-COPY inferenceservices ./inferenceservices
 RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps .
 
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /src/inferenceservices /app/inferenceservices
 RUN useradd --uid 1000 --create-home modelserve && mkdir -p /mnt/models \
  && chown modelserve /mnt/models
 USER 1000
 WORKDIR /app
 EXPOSE 8080 8081
+
+FROM runtime AS transformers
+CMD ["python", "-m", "servers.transformers.tabular", "--model_dir", "/mnt/models"]
+
+FROM runtime AS gateway
+COPY --chown=1000 inferenceservices /app/inferenceservices
+CMD ["modelserve", "up", "--host", "0.0.0.0", "--models-dir", "/mnt/models"]
+
+# Last, so a plain `docker build .` gives the predictor image the manifests name.
+FROM runtime AS sklearn
 CMD ["python", "-m", "servers.sklearn", "--model_dir", "/mnt/models"]
