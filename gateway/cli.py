@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from gateway.controlplane.components import PlanError
 from gateway.controlplane.manifests import ManifestError
 from gateway.controlplane.platform import LocalPlatform, ModelDirMissing, StartError
 from gateway.routing import RoutingTable
+from gateway.settings import GatewaySettings
 from servers.kserve_argv import argv_hidden
 
 __all__ = ["main"]
@@ -74,15 +76,15 @@ async def _serve_gateway(
     table: RoutingTable,
     sock: socket.socket,
     args: argparse.Namespace,
+    settings: GatewaySettings,
     stop: asyncio.Event,
 ) -> int:
     # Imported here: the data plane is only needed by `up`.
     with argv_hidden():
         from gateway.dataplane.server import GatewayServer
-        from gateway.settings import GatewaySettings
         from servers.model_server import freeze_startup_heap
 
-    gateway = GatewayServer(table, GatewaySettings(), args.host, grpc_port=args.grpc_port)
+    gateway = GatewayServer(table, settings, args.host, grpc_port=args.grpc_port)
     try:
         await gateway.start(sock)
         freeze_startup_heap()  # full GC pauses over the start-up heap stall every request
@@ -93,7 +95,7 @@ async def _serve_gateway(
         await gateway.stop(STOP_GRACE_S)
 
 
-async def _up(args: argparse.Namespace, sock: socket.socket) -> int:
+async def _up(args: argparse.Namespace, settings: GatewaySettings, sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,7 +113,7 @@ async def _up(args: argparse.Namespace, sock: socket.socket) -> int:
                 await starting
             return 0
         starting.result()
-        return await _serve_gateway(platform, table, sock, args, stop)
+        return await _serve_gateway(platform, table, sock, args, settings, stop)
     finally:
         print("modelserve: stopping", flush=True)
         await platform.stop()
@@ -120,6 +122,11 @@ async def _up(args: argparse.Namespace, sock: socket.socket) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     if args.models_dir is None:
         args.models_dir = Path(os.environ.get("MODELSERVE_MODELS_DIR", "models"))
+    try:
+        # Before any component starts: a bad key file or limit stops `up` at once.
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        return _error(f"gateway settings (MODELSERVE_GATEWAY_*): {exc}")
     try:
         with argv_hidden():
             from gateway.dataplane.server import bind_socket
@@ -134,7 +141,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): {exc.strerror}"
         )
     try:
-        return asyncio.run(_up(args, sock))
+        return asyncio.run(_up(args, settings, sock))
     except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
         return _error(str(exc))
     finally:

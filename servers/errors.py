@@ -21,7 +21,9 @@ __all__ = [
     "ModelServeError",
     "NotReady",
     "PayloadTooLarge",
+    "PermissionDenied",
     "TooManyRequests",
+    "Unauthenticated",
     "UnsupportedMediaType",
     "UnprocessableEntity",
     "UpstreamError",
@@ -49,6 +51,20 @@ class InvalidInput(ModelServeError):
 
     http_status = 400
     grpc_code = StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ModelServeError):
+    """The request carries no credentials (REST answers add `WWW-Authenticate: Bearer`)."""
+
+    http_status = 401
+    grpc_code = StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ModelServeError):
+    """The request's credentials are not accepted."""
+
+    http_status = 403
+    grpc_code = StatusCode.PERMISSION_DENIED
 
 
 class ModelNotFound(ModelServeError):
@@ -80,10 +96,18 @@ class UnprocessableEntity(ModelServeError):
 
 
 class TooManyRequests(ModelServeError):
-    """A limit on concurrent or queued requests was reached."""
+    """A limit on concurrent or queued requests, or on a client's request rate, was reached.
+
+    `retry_after_s`, when known, is how many whole seconds (at least 1) the client should wait:
+    REST answers send it as `Retry-After`, gRPC ones as `retry-after` trailing metadata.
+    """
 
     http_status = 429
     grpc_code = StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotReady(ModelServeError):

@@ -8,6 +8,10 @@ the FastAPI app, so no request model is built or validated on the hot path.
 Every answer carries `x-modelserve-revision` (`none` when no backend was chosen), and every
 error has the v1/v2 body `{"error": "..."}`, mapped from the shared error types in one place
 (`error_response`).
+
+When API keys or a rate limit are configured, the proxy endpoints and the model lists pass the
+gateway's `Admission` first, before routing: a rejected request reaches no component and says
+nothing about which models exist. Health and `/metrics` stay open (see `admission`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import orjson
 from fastapi import FastAPI
@@ -22,12 +27,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dataplane.admission import Admission
+from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, select_backend
 from gateway.routing import RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.errors import ModelServeError, PayloadTooLarge, error_body
+from servers.errors import (
+    ModelServeError,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthenticated,
+    error_body,
+)
 
 __all__ = ["REVISION_HEADER", "create_app", "error_response"]
 
@@ -47,6 +60,7 @@ _FORWARDED = frozenset(
     }
 )
 _FORM = b"application/x-www-form-urlencoded"
+_API_KEY = API_KEY_HEADER.encode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -57,18 +71,51 @@ def json_response(body: object, status: int = 200, revision: str = NO_REVISION) 
 
 def error_response(exc: ModelServeError, revision: str = NO_REVISION) -> Response:
     """The one mapping from the shared error types to a v1/v2 REST answer."""
-    return json_response(error_body(exc.message), exc.http_status, revision)
+    response = json_response(error_body(exc.message), exc.http_status, revision)
+    if isinstance(exc, Unauthenticated):
+        response.headers["www-authenticate"] = "Bearer"
+    elif isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
+        response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
+
+
+@dataclass(slots=True)
+class _RequestHeaders:
+    """What one pass over a request's headers found."""
+
+    host: str | None = None
+    length: int | None = None
+    authorization: str | None = None
+    api_key: str | None = None
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _peer(request: Request) -> str:
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _admit(admission: Admission, request: Request, found: _RequestHeaders) -> None:
+    """Pass `admission` or raise; stops forwarding `Authorization` if it held our key."""
+    consumed = admission.admit(found.api_key, found.authorization, _peer(request))
+    if consumed:
+        found.forwarded = [(k, v) for k, v in found.forwarded if k != "authorization"]
 
 
 class _RestDataPlane:
     """The proxy endpoints, bound to one routing table, settings, metrics and forwarder."""
 
     def __init__(
-        self, table: RoutingTable, settings: GatewaySettings, metrics: GatewayMetrics
+        self,
+        table: RoutingTable,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+        admission: Admission,
     ) -> None:
         self.table = table
         self.settings = settings
         self.metrics = metrics
+        self.admission = admission
         self.forwarder: HttpForwarder | None = None  # set by the app's lifespan
 
     def endpoint(self, protocol: str, has_body: bool) -> Endpoint:
@@ -81,10 +128,13 @@ class _RestDataPlane:
 
     async def proxy(self, request: Request, protocol: str, has_body: bool) -> Response:
         start = time.perf_counter()
-        host, length, headers = _scan_headers(request.scope["headers"], has_body)
+        found = _scan_headers(request.scope["headers"], has_body)
         try:
-            route = find_route(self.table, request.path_params["name"], host)
+            if self.admission.enabled:
+                _admit(self.admission, request, found)
+            route = find_route(self.table, request.path_params["name"], found.host)
         except ModelServeError as exc:
+            # Rejected before routing (auth, rate limit) or no such service: no component hit.
             failed = error_response(exc)
             self.metrics.observe(
                 UNKNOWN_SERVICE, protocol, str(failed.status_code), time.perf_counter() - start
@@ -93,7 +143,7 @@ class _RestDataPlane:
         self.metrics.started(route.name)
         code = "499"  # stays so when the client goes away (the task is cancelled)
         try:
-            response = await self._forward(request, route, length, headers, has_body)
+            response = await self._forward(request, route, found.length, found.forwarded, has_body)
             code = str(response.status_code)
             return response
         except Exception:
@@ -144,27 +194,30 @@ class _RestDataPlane:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _scan_headers(
-    raw: list[tuple[bytes, bytes]], has_body: bool
-) -> tuple[str | None, int | None, list[tuple[str, str]]]:
-    """One pass over the request headers: the Host, the Content-Length, what to forward."""
-    host: str | None = None
-    length: int | None = None
-    forwarded: list[tuple[str, str]] = []
+def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHeaders:
+    """One pass over the request headers: Host, Content-Length, credentials, what to forward."""
+    found = _RequestHeaders()
+    forwarded = found.forwarded
     for key, value in raw:
         if key in _FORWARDED or key.startswith(b"ce-"):
             if has_body and key == b"content-type" and value.startswith(_FORM):
                 # curl -d sends JSON as a form; any KServe server behind expects JSON.
                 value = b"application/json"
+            elif key == b"authorization":
+                found.authorization = value.decode("latin-1")
             forwarded.append((key.decode("latin-1"), value.decode("latin-1")))
         elif key == b"host":
-            host = value.decode("latin-1")
+            found.host = value.decode("latin-1")
         elif key == b"content-length" and value.isdigit():
-            length = int(value)
-    return host, length, forwarded
+            found.length = int(value)
+        elif key == _API_KEY:
+            found.api_key = value.decode("latin-1")
+    return found
 
 
-def _add_info_routes(app: FastAPI, table: RoutingTable, metrics: GatewayMetrics) -> None:
+def _add_info_routes(
+    app: FastAPI, table: RoutingTable, metrics: GatewayMetrics, admission: Admission
+) -> None:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
@@ -176,6 +229,17 @@ def _add_info_routes(app: FastAPI, table: RoutingTable, metrics: GatewayMetrics)
         return json_response({"ready": True})
 
     async def list_models(request: Request) -> Response:
+        # The service names are the models' metadata: protected like the model routes.
+        if admission.enabled:
+            start = time.perf_counter()
+            try:
+                _admit(admission, request, _scan_headers(request.scope["headers"], False))
+            except ModelServeError as exc:
+                failed = error_response(exc)
+                protocol = request.url.path.split("/", 2)[1]  # "v1" or "v2"
+                seconds = time.perf_counter() - start
+                metrics.observe(UNKNOWN_SERVICE, protocol, str(failed.status_code), seconds)
+                return failed
         return json_response({"models": sorted(r.name for r in table.routes())})
 
     async def metrics_text(request: Request) -> Response:
@@ -223,14 +287,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(
-    table: RoutingTable, settings: GatewaySettings, metrics: GatewayMetrics | None = None
+    table: RoutingTable,
+    settings: GatewaySettings,
+    metrics: GatewayMetrics | None = None,
+    admission: Admission | None = None,
 ) -> FastAPI:
-    """The gateway's REST app over `table`; pass `metrics` to share them with the gRPC proxy.
+    """The gateway's REST app over `table`; pass `metrics` and `admission` to share them with
+    the gRPC proxy (by default both are the app's own, the admission built from `settings`).
 
     The HTTP pools to the backends live in the app's lifespan: opened at start-up, closed at
     shutdown (uvicorn runs it; so does `with TestClient(app)`).
     """
-    plane = _RestDataPlane(table, settings, metrics or GatewayMetrics())
+    admission = admission or Admission.from_settings(settings)
+    plane = _RestDataPlane(table, settings, metrics or GatewayMetrics(), admission)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -249,7 +318,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.metrics = plane.metrics
-    _add_info_routes(app, table, plane.metrics)
+    _add_info_routes(app, table, plane.metrics, admission)
     _add_proxy_routes(app, plane)
     _add_error_handlers(app)
     return app

@@ -6,6 +6,10 @@ model name (protobuf field 1 of each request) and forwarded, bytes unchanged, to
 `grpc_target` over one cached channel per target. Backend status codes and details pass through
 unchanged; the gateway's own failures map from the shared error types in one place (`_abort`).
 Every call gets initial metadata `x-modelserve-revision`.
+
+The model-level calls pass the gateway's `Admission` (API key in `authorization` or `x-api-key`
+metadata, rate limit) before routing, as REST requests do; the server-level calls are health
+and stay open. With auth on, the key's metadata is not forwarded to the component.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeAlias
+from urllib.parse import unquote
 
 import grpc
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+from gateway.dataplane.admission import Admission
+from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, select_backend
 from gateway.routing import RoutingTable, ServiceRoute
@@ -28,6 +35,7 @@ from servers.errors import (
     BackendUnavailable,
     InvalidInput,
     ModelServeError,
+    TooManyRequests,
     UpstreamError,
     status_for_http,
 )
@@ -85,7 +93,10 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 async def _abort(context: Context, exc: ModelServeError) -> NoReturn:
     """The one mapping from the shared error types to a gRPC status."""
-    await context.abort(exc.grpc_code, exc.message)
+    trailing: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
+        trailing = (("retry-after", str(exc.retry_after_s)),)
+    await context.abort(exc.grpc_code, exc.message, trailing)
     raise AssertionError("unreachable: context.abort raises")
 
 
@@ -97,11 +108,16 @@ class GrpcProxy:
     """
 
     def __init__(
-        self, table: RoutingTable, settings: GatewaySettings, metrics: GatewayMetrics | None = None
+        self,
+        table: RoutingTable,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.table = table
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
+        self.admission = admission or Admission.from_settings(settings)
         limit = settings.grpc_max_message_bytes
         self._options = [
             ("grpc.max_receive_message_length", limit),
@@ -164,7 +180,10 @@ class GrpcProxy:
         start = time.perf_counter()
         route: ServiceRoute | None = None
         revision = NO_REVISION
+        dropped: tuple[str, ...] = _DROPPED_METADATA
         try:
+            if self.admission.enabled:
+                dropped = self._admit(context)
             route = find_route(self.table, read_model_name(request))
             self.metrics.started(route.name)
             backend = select_backend(self.table, route)
@@ -172,7 +191,7 @@ class GrpcProxy:
             await context.send_initial_metadata(((REVISION_KEY, revision),))
             if backend.grpc_target is None:
                 raise BackendUnavailable(f"revision '{revision}' serves no gRPC")
-            response = await self._call(backend.grpc_target, path, request, context)
+            response = await self._call(backend.grpc_target, path, request, context, dropped)
         except ModelServeError as exc:
             # Counted before the status goes out: a client that saw it finds it counted.
             self._count(route, exc.grpc_code, start)
@@ -188,6 +207,20 @@ class GrpcProxy:
         self._count(route, grpc.StatusCode.OK, start)
         return response
 
+    def _admit(self, context: Context) -> tuple[str, ...]:
+        """Pass the admission or raise; returns the metadata prefixes not to forward."""
+        metadata = dict(context.invocation_metadata() or ())
+        api_key, authorization = metadata.get(API_KEY_HEADER), metadata.get("authorization")
+        consumed = self.admission.admit(
+            _as_str(api_key), _as_str(authorization), _peer_host(context.peer())
+        )
+        if self.admission.auth is None:
+            return _DROPPED_METADATA
+        # The key is the gateway's: the component never sees it.
+        return _DROPPED_METADATA + (
+            (API_KEY_HEADER, "authorization") if consumed else (API_KEY_HEADER,)
+        )
+
     def _count(self, route: ServiceRoute | None, code: grpc.StatusCode, start: float) -> None:
         seconds = time.perf_counter() - start
         if route is None:
@@ -195,7 +228,9 @@ class GrpcProxy:
         else:
             self.metrics.finished(route.name, "grpc", code.name, seconds)
 
-    async def _call(self, target: str, path: str, request: bytes, context: Context) -> bytes:
+    async def _call(
+        self, target: str, path: str, request: bytes, context: Context, dropped: tuple[str, ...]
+    ) -> bytes:
         timeout = self.settings.request_timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
@@ -203,7 +238,7 @@ class GrpcProxy:
         metadata = tuple(
             (key, value)
             for key, value in context.invocation_metadata() or ()
-            if not key.startswith(_DROPPED_METADATA)
+            if not key.startswith(dropped)
         )
         try:
             response: bytes = await self._stub(target, path)(
@@ -232,6 +267,21 @@ def _upstream_error(exc: aio.AioRpcError, target: str, timeout: float) -> ModelS
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"backend {target} unavailable: {exc.details()}")
     return UpstreamError(exc.details() or code.name, status_for_http(code), code)
+
+
+def _as_str(value: str | bytes | None) -> str | None:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _peer_host(peer: str) -> str:
+    """The address of a gRPC peer: `ipv4:1.2.3.4:5678` -> `1.2.3.4`, `ipv6:[::1]:5` -> `::1`.
+
+    gRPC percent-encodes the IPv6 brackets (`ipv6:%5B::1%5D:5`).
+    """
+    kind, _, address = unquote(peer).partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address = address.rsplit(":", 1)[0].strip("[]")
+    return address or peer
 
 
 def _unary(handler: Handler) -> grpc.RpcMethodHandler[bytes, bytes]:

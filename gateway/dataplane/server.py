@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from gateway.dataplane.admission import Admission
 from gateway.dataplane.app import create_app
 from gateway.dataplane.grpc_proxy import GrpcProxy
 from gateway.dataplane.metrics import GatewayMetrics
@@ -51,10 +52,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class GatewayServer:
-    """The gateway's REST (uvicorn) and gRPC servers over one routing table and one metrics set.
+    """The gateway's REST (uvicorn) and gRPC servers over one routing table, one metrics set
+    and one admission (API keys, rate limits: a key's limit counts both protocols).
 
     `http_port` / `grpc_port` 0 pick free ports; after `start()` the attributes hold the bound
-    ports. `grpc_port=None` serves REST only.
+    ports. `grpc_port=None` serves REST only. `admission` defaults to the one `settings` ask for.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class GatewayServer:
         http_port: int = 8080,
         grpc_port: int | None = 8081,
         metrics: GatewayMetrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.table = table
         self.settings = settings
@@ -72,6 +75,7 @@ class GatewayServer:
         self.http_port = http_port
         self.grpc_port = grpc_port
         self.metrics = metrics or GatewayMetrics()
+        self.admission = admission or Admission.from_settings(settings)
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._grpc: GrpcProxy | None = None
@@ -82,7 +86,7 @@ class GatewayServer:
         if sock is None:
             sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
-        app = create_app(self.table, self.settings, self.metrics)
+        app = create_app(self.table, self.settings, self.metrics, self.admission)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         self._uvicorn = _Uvicorn(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
@@ -92,7 +96,7 @@ class GatewayServer:
                 raise RuntimeError("the gateway's REST server stopped during start-up")
             await asyncio.sleep(0.01)
         if self.grpc_port is not None:
-            self._grpc = GrpcProxy(self.table, self.settings, self.metrics)
+            self._grpc = GrpcProxy(self.table, self.settings, self.metrics, self.admission)
             self.grpc_port = await self._grpc.start(self.host, self.grpc_port)
 
     async def stop(self, grace: float = 5.0) -> None:

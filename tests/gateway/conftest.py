@@ -10,7 +10,8 @@ import asyncio
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
@@ -18,10 +19,11 @@ import uvicorn
 from grpc import aio
 from starlette.types import ASGIApp
 
+from gateway.dataplane.admission import Admission
 from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from tests.gateway.upstreams import echo_app, start_grpc
+from tests.gateway.upstreams import Hits, echo_app, start_grpc
 from tests.support import free_port
 
 T = TypeVar("T")
@@ -65,6 +67,7 @@ class Upstream:
     tag: str
     http_url: str
     grpc_target: str
+    hits: Hits = field(default_factory=Hits)
 
 
 @dataclass
@@ -125,24 +128,21 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 @pytest.fixture(scope="session")
-def gateway(loop_thread: LoopThread) -> Iterator[Gateway]:
+def upstreams(loop_thread: LoopThread) -> Iterator[tuple[Upstream, Upstream]]:
+    """Upstreams "a" and "b": a REST echo app and a gRPC servicer each, counting their hits."""
     started: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     grpc_servers: list[aio.Server] = []
-    upstreams = []
+    found = []
     for tag in ("a", "b"):
-        server, task, port = loop_thread.run(start_uvicorn(echo_app(tag)))
-        grpc_server, grpc_port = loop_thread.run(start_grpc(tag))
+        hits = Hits()
+        server, task, port = loop_thread.run(start_uvicorn(echo_app(tag, hits)))
+        grpc_server, grpc_port = loop_thread.run(start_grpc(tag, hits))
         started.append((server, task))
         grpc_servers.append(grpc_server)
-        upstreams.append(Upstream(tag, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"))
-    a, b = upstreams
-    table = build_table(a, b)
-    gateway_server = GatewayServer(table, SETTINGS, http_port=0, grpc_port=0)
-    loop_thread.run(gateway_server.start())
-    yield Gateway(gateway_server, table, a, b)
+        found.append(Upstream(tag, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", hits))
+    yield found[0], found[1]
 
     async def stop_all() -> None:
-        await gateway_server.stop(grace=1)
         for grpc_server in grpc_servers:
             await grpc_server.stop(0)
         for server, task in started:
@@ -150,3 +150,27 @@ def gateway(loop_thread: LoopThread) -> Iterator[Gateway]:
             await task
 
     loop_thread.run(stop_all())
+
+
+@contextmanager
+def running_gateway(
+    loop_thread: LoopThread,
+    upstreams: tuple[Upstream, Upstream],
+    settings: GatewaySettings = SETTINGS,
+    admission: Admission | None = None,
+) -> Iterator[Gateway]:
+    """A gateway of its own (fresh table, metrics and admission) in front of `upstreams`."""
+    a, b = upstreams
+    table = build_table(a, b)
+    server = GatewayServer(table, settings, http_port=0, grpc_port=0, admission=admission)
+    loop_thread.run(server.start())
+    try:
+        yield Gateway(server, table, a, b)
+    finally:
+        loop_thread.run(server.stop(grace=1))
+
+
+@pytest.fixture(scope="session")
+def gateway(loop_thread: LoopThread, upstreams: tuple[Upstream, Upstream]) -> Iterator[Gateway]:
+    with running_gateway(loop_thread, upstreams) as running:
+        yield running

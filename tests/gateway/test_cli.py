@@ -190,6 +190,16 @@ def test_up_with_a_bad_manifest_names_it(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_up_with_an_empty_api_keys_file_fails_before_starting(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# no keys yet\n")
+    result = modelserve("up", "--port", "0", "--grpc-port", "0",
+                        env={"MODELSERVE_GATEWAY_API_KEYS_FILE": str(keys)})
+    assert result.returncode == 1
+    assert f"api_keys_file {keys} holds no keys" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_build_models_writes_the_demo_models(tmp_path: Path) -> None:
     result = modelserve("build-models", "--out", str(tmp_path / "m"))
     assert result.returncode == 0, result.stderr

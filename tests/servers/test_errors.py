@@ -16,7 +16,9 @@ from servers.errors import (
     ModelServeError,
     NotReady,
     PayloadTooLarge,
+    PermissionDenied,
     TooManyRequests,
+    Unauthenticated,
     UnprocessableEntity,
     UnsupportedMediaType,
     UpstreamError,
@@ -27,6 +29,8 @@ from servers.errors import (
 STATUS_TABLE = [
     (ModelServeError, 500, StatusCode.INTERNAL),
     (InvalidInput, 400, StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, 401, StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, 403, StatusCode.PERMISSION_DENIED),
     (ModelNotFound, 404, StatusCode.NOT_FOUND),
     (PayloadTooLarge, 413, StatusCode.RESOURCE_EXHAUSTED),
     (UnsupportedMediaType, 415, StatusCode.INVALID_ARGUMENT),
@@ -112,6 +116,12 @@ def test_upstream_errors_pass_their_status_through() -> None:
 )
 def test_status_for_http_maps_grpc_codes(grpc_code: StatusCode, http_status: int) -> None:
     assert status_for_http(grpc_code) == http_status
+
+
+def test_too_many_requests_may_say_when_to_retry() -> None:
+    assert TooManyRequests("queue full").retry_after_s is None
+    err = TooManyRequests("rate limit exceeded", retry_after_s=3)
+    assert (err.retry_after_s, err.http_status, str(err)) == (3, 429, "rate limit exceeded")
 
 
 def test_error_body_is_the_kserve_error_format() -> None:
