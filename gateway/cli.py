@@ -185,7 +185,8 @@ def _predict_http(args: argparse.Namespace, body: Any) -> int:
         else f"/v2/models/{args.name}/infer"
     )
     try:
-        response = httpx.post(base + path, json=body, timeout=args.timeout)
+        headers = {"x-api-key": args.api_key} if args.api_key else {}
+        response = httpx.post(base + path, json=body, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as exc:
         return _error(f"{base}{path}: {exc}")
     try:
@@ -207,9 +208,9 @@ def _predict_grpc(args: argparse.Namespace, body: Any) -> int:
         from servers.errors import InvalidInput
 
     try:
-        doc = grpc_infer(args.grpc_url, args.name, body, args.timeout)
+        doc = grpc_infer(args.grpc_url, args.name, body, args.timeout, args.api_key)
     except InvalidInput as exc:
-        return _error(f"--protocol grpc needs a valid v2 request: {exc}")
+        return _error(f"--protocol grpc: {exc}")
     except grpc.RpcError as exc:
         return _error(f"{exc.code().name}: {exc.details()}")
     print(json.dumps(doc, indent=2))
@@ -266,27 +267,39 @@ def _add_loadtest(commands: Any) -> None:
     loadtest.add_argument("--slo", type=Path, default=LOADTESTS / "slo.yaml", help="SLO file")
     loadtest.add_argument("--users", type=_positive_int, default=8, help="concurrent users")
     loadtest.add_argument(
-        "--spawn-rate", type=_positive_float, default=None,
-        help="users started per second (default: all at once)"
+        "--spawn-rate",
+        type=_positive_float,
+        default=None,
+        help="users started per second (default: all at once)",
     )
     loadtest.add_argument(
-        "--duration", type=parse_duration, default=parse_duration("30s"),
+        "--duration",
+        type=parse_duration,
+        default=parse_duration("30s"),
         help=f"run time, e.g. 30s, 2m (at most {MAX_DURATION_S // 60}m)",
     )
     loadtest.add_argument(
-        "--shape", choices=("step", "ramp"), default=None,
+        "--shape",
+        choices=("step", "ramp"),
+        default=None,
         help="step: users in four steps; ramp: linear to --users (default: all at once)",
     )
     loadtest.add_argument(
-        "--protocols", type=parse_protocols, default=None,
+        "--protocols",
+        type=parse_protocols,
+        default=None,
         help="comma-separated v1,v2,v2-binary,grpc (default: all the service has payloads for)",
     )
-    loadtest.add_argument("--url", default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"))
+    loadtest.add_argument(
+        "--url", default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080")
+    )
     loadtest.add_argument(
         "--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL", "127.0.0.1:8081")
     )
     loadtest.add_argument(
-        "--reports", type=Path, default=LOADTESTS / "reports",
+        "--reports",
+        type=Path,
+        default=LOADTESTS / "reports",
         help="where the CSV and HTML reports go",
     )
     loadtest.set_defaults(func=cmd_loadtest)
@@ -347,6 +360,11 @@ def _parser() -> argparse.ArgumentParser:
         "--grpc-url", default=os.environ.get("MODELSERVE_GRPC_URL", "127.0.0.1:8081")
     )
     predict.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    predict.add_argument(
+        "--api-key",
+        default=os.environ.get("MODELSERVE_API_KEY"),
+        help="the gateway's API key, when auth is on (default $MODELSERVE_API_KEY)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     validate = commands.add_parser("validate", help="check InferenceService manifests")

@@ -14,6 +14,7 @@ import orjson
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
+from servers.errors import InvalidInput
 from servers.protocol.tensors import tensor_to_raw
 from servers.protocol.v2 import decode_inputs, encode_rest_response, parse_rest_request
 
@@ -38,7 +39,9 @@ def _request(name: str, body: Any) -> InferRequest:
     )
 
 
-def grpc_infer(target: str, name: str, body: Any, timeout: float) -> dict[str, Any]:
+def grpc_infer(
+    target: str, name: str, body: Any, timeout: float, api_key: str | None = None
+) -> dict[str, Any]:
     """Send `body` (v2 JSON) to `target`'s ModelInfer; the response as v2 JSON.
 
     Raises servers.errors.InvalidInput for a bad body and grpc.RpcError for a gRPC failure.
@@ -46,7 +49,13 @@ def grpc_infer(target: str, name: str, body: Any, timeout: float) -> dict[str, A
     request = _request(name, body).to_grpc()
     with grpc.insecure_channel(target) as channel:
         stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
-        response = stub.ModelInfer(request, timeout=timeout)
+        metadata = (("x-api-key", api_key),) if api_key else None
+        response = stub.ModelInfer(request, timeout=timeout, metadata=metadata)
+    if len(response.raw_output_contents) > len(response.outputs):
+        raise InvalidInput(
+            f"malformed response: {len(response.raw_output_contents)} raw contents for "
+            f"{len(response.outputs)} outputs"
+        )
     encoded, _ = encode_rest_response(InferResponse.from_grpc(response), None)
     doc: dict[str, Any] = orjson.loads(encoded)
     return doc

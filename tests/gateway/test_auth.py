@@ -285,3 +285,23 @@ def test_bad_keys_fail_at_start_without_showing_them() -> None:
     with pytest.raises(ValidationError, match="visible ASCII") as caught:
         GatewaySettings(api_keys=("sécret-key",))
     assert "sécret" not in str(caught.value)
+
+
+def test_modelserve_predict_sends_the_api_key(
+    secured: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    common = ["predict", "echo", "--data", '{"instances": [[1, 2]]}', "--url", secured.url]
+    assert main([*common, "--api-key", KEYS[0]]) == 0
+    capsys.readouterr()
+    assert main(common) == 1
+    assert "401" in capsys.readouterr().err
+    grpc_common = ["predict", "echo", "--protocol", "grpc", "--grpc-url", secured.grpc_target,
+                   "--data", V2_BODY.decode()]
+    # The echo upstream's answer is not a model's (raw contents, no outputs): with the key the
+    # call gets past the gateway and the CLI says the response is malformed.
+    assert main([*grpc_common, "--api-key", KEYS[1]]) == 1
+    assert "malformed response" in capsys.readouterr().err
+    assert main(grpc_common) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
