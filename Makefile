@@ -35,4 +35,4 @@ bench-peers: install
 	$(BIN)/python loadtests/bench_peers.py --markdown
 
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-mlserver $(MODELS) .pytest_cache .mypy_cache loadtests/reports
