@@ -1,7 +1,10 @@
-"""`modelserve`: run InferenceServices locally, build the demo models, send predictions, validate.
+"""`modelserve`: run InferenceServices locally, build the demo models, send predictions, validate,
+roll out canaries on a cluster.
 
-Arguments are parsed in `main()` only. Commands other than `up` talk to a running platform at
-`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080).
+Arguments are parsed in `main()` only. `predict` and `loadtest` talk to a running platform at
+`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080). `canary`, `promote`, `rollback` and
+`status` need `--kube` for now (the Kubernetes API; the local control plane's revisions are not
+built yet).
 """
 
 from __future__ import annotations
@@ -322,6 +325,55 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# --- canary / promote / rollback / status ----------------------------------------------------
+
+NO_LOCAL_REVISIONS = (
+    "the local control plane's revisions are not built yet: use --kube against a cluster"
+)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    if not args.kube:
+        print(f"modelserve {args.command}: error: {NO_LOCAL_REVISIONS}", file=sys.stderr)
+        return 2
+    from gateway.kube import run_command
+
+    return run_command(args)
+
+
+def _add_rollout(commands: Any) -> None:
+    from gateway.kube import COMPONENTS, parse_percent
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--kube",
+        action="store_true",
+        help="through the Kubernetes API (required for now: " + NO_LOCAL_REVISIONS + ")",
+    )
+    common.add_argument(
+        "--namespace", help="default: the kubeconfig context's namespace, then default"
+    )
+    common.add_argument(
+        "--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, then in-cluster config"
+    )
+    common.add_argument(
+        "--component", choices=COMPONENTS, default=None, help="default: predictor"
+    )
+    helps = {
+        "canary": "send --percent of the traffic to the latest revision",
+        "promote": "the latest revision takes all traffic (removes canaryTrafficPercent)",
+        "rollback": "all traffic back to the previous revision (canaryTrafficPercent 0)",
+        "status": "URL, traffic per revision and conditions of one or all InferenceServices",
+    }
+    for command, text in helps.items():
+        description = f"{text}. Needs --kube for now: {NO_LOCAL_REVISIONS}."
+        sub = commands.add_parser(command, parents=[common], help=text, description=description)
+        sub.add_argument("name", nargs="?" if command == "status" else None)
+        if command == "canary":
+            sub.add_argument("--percent", type=parse_percent, required=True, help="0 to 100")
+        sub.set_defaults(func=cmd_rollout)
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -382,6 +434,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     _add_loadtest(commands)
+    _add_rollout(commands)
     return parser
 
 
