@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from loadtests.bench_sklearn import ROWS, V1_ROWS, _measure, _platform  # noqa: E402
+from loadtests.bench_sklearn import ROWS, V1_ROWS, measure  # noqa: E402
 from loadtests.httpload import LoadResult  # noqa: E402
 from servers.demo_models import build_all  # noqa: E402
-from tests.support import free_port, run_server, wait_ready  # noqa: E402
+from tests.support import free_port, run_platform, run_server, wait_ready  # noqa: E402
 
 MLSERVER_VERSION = "1.7.1"  # mlserver and mlserver-sklearn, pinned together
 # MLServer 1.7.1's parallel workers die at start-up with uvloop >= 0.22 ("There is no current
@@ -99,8 +99,8 @@ def _kserve_module(module: str, model_dir: Path, work: Path) -> Iterator[int]:
 
 @contextmanager
 def _gateway(model_dir: Path, work: Path) -> Iterator[int]:
-    with _platform(model_dir.parent, work) as port:
-        yield port
+    with run_platform(model_dir.parent, work) as platform:
+        yield platform.port
 
 
 def _mlserver_versions() -> dict[str, str] | None:
@@ -323,7 +323,7 @@ def main() -> int:
                 probe(peer, port)
                 for protocol, path in peer.paths.items():
                     peer.results[protocol] = asyncio.run(
-                        _measure(port, BODIES[protocol], args.connections, args.seconds, path)
+                        measure(port, BODIES[protocol], args.connections, args.seconds, path)
                     )
     print()
     print(_table(all_peers, args.markdown))

@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
-from tests.support import free_port, run_server, wait_ready  # noqa: E402
+from tests.support import run_platform, run_server  # noqa: E402
 
 ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3]]
 V1_ROWS = json.dumps({"instances": ROWS}).encode()
@@ -85,7 +81,7 @@ TARGETS = [
 ]
 
 
-async def _measure(
+async def measure(
     port: int, body: bytes, levels: list[int], seconds: float, path: str = PATH
 ) -> dict[int, LoadResult]:
     results = {}
@@ -94,42 +90,17 @@ async def _measure(
     return results
 
 
-@contextmanager
-def _platform(models_root: Path, logs: Path) -> Iterator[int]:
-    """`modelserve up` with the demo manifests on free ports; yields the gateway's port."""
-    port, grpc_port = free_port(), free_port()
-    log = logs / "modelserve_up.log"
-    command = [
-        str(Path(sys.executable).parent / "modelserve"),
-        "up",
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port),
-        "--models-dir",
-        str(models_root),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log, timeout=120)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-
-
 def _run_target(
     target: Target, model_dir: Path, logs: Path, levels: list[int], seconds: float
 ) -> dict[int, LoadResult]:
     if target.via_gateway:
-        with _platform(model_dir.parent, logs) as port:
+        with run_platform(model_dir.parent, logs) as platform:
             path = f"/v1/models/{target.via_gateway}:predict"
-            return asyncio.run(_measure(port, target.body, levels, seconds, path))
+            return asyncio.run(measure(platform.port, target.body, levels, seconds, path))
     predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]
     with run_server(target.predictor, predictor_args, logs) as predictor:
         if target.transformer is None:
-            return asyncio.run(_measure(predictor.http_port, target.body, levels, seconds))
+            return asyncio.run(measure(predictor.http_port, target.body, levels, seconds))
         stock = target.transformer.startswith("loadtests.")
         transformer_args = [
             "--model_name=iris",
@@ -138,7 +109,7 @@ def _run_target(
             f"--predictor_protocol={'v1' if stock else 'grpc-v2'}",
         ]
         with run_server(target.transformer, transformer_args, logs) as transformer:
-            return asyncio.run(_measure(transformer.http_port, target.body, levels, seconds))
+            return asyncio.run(measure(transformer.http_port, target.body, levels, seconds))
 
 
 def main() -> int:

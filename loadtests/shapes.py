@@ -24,6 +24,14 @@ class _TargetShape(LoadTestShape):
         options = self.runner.environment.parsed_options
         return int(options.num_users or 1), float(options.run_time or 60)
 
+    def _progress(self) -> tuple[int, float, float] | None:
+        """(users, run time, time run so far) while the run lasts; None once it is over."""
+        target = self._target()
+        run_time = self.get_run_time()
+        if target is None or run_time >= target[1]:
+            return None
+        return target[0], target[1], run_time
+
 
 class StepShape(_TargetShape):
     """`steps` equal steps of users, each held for an equal share of the run time."""
@@ -31,11 +39,10 @@ class StepShape(_TargetShape):
     steps = 4
 
     def tick(self) -> tuple[int, float] | None:
-        target = self._target()
-        run_time = self.get_run_time()
-        if target is None or run_time >= target[1]:
+        progress = self._progress()
+        if progress is None:
             return None
-        users, duration = target
+        users, duration, run_time = progress
         step = min(self.steps, int(run_time // (duration / self.steps)) + 1)
         count = max(1, math.ceil(users * step / self.steps))
         return count, float(count)
@@ -45,11 +52,10 @@ class RampShape(_TargetShape):
     """From one user to `-u` users, linearly over the run time."""
 
     def tick(self) -> tuple[int, float] | None:
-        target = self._target()
-        run_time = self.get_run_time()
-        if target is None or run_time >= target[1]:
+        progress = self._progress()
+        if progress is None:
             return None
-        users, duration = target
+        users, duration, run_time = progress
         count = max(1, math.ceil(users * run_time / duration))
         return count, float(users)
 

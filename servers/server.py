@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import shutil
 import sys
@@ -25,7 +24,6 @@ from servers.model_server import ModelServer
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "serve", "server_parser"]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-log = logging.getLogger("modelserve.server")
 
 
 def server_parser(description: str) -> argparse.ArgumentParser:
