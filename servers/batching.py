@@ -7,6 +7,9 @@ flight; requests that arrive meanwhile queue up and form the next batch (up to
 `max_latency_us` asks it to wait for company. Each request gets its own rows back; when a merged
 call fails, its requests are retried one by one so a bad request fails alone. The queue is
 bounded: beyond `max_queue` waiting requests, new ones get 503.
+
+Rows are one array, or several named arrays that share dimension 0 (a TensorFlow signature's
+inputs and outputs); either way a batch is their concatenation along dimension 0.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
 from servers.errors import ModelServeError, NotReady
 
-__all__ = ["AdaptiveBatcher", "BatchSettings", "QueueFull"]
+__all__ = ["AdaptiveBatcher", "BatchSettings", "QueueFull", "Rows"]
+
+# One array, or named arrays sharing dimension 0.
+Rows: TypeAlias = np.ndarray | Mapping[str, np.ndarray]
 
 
 class QueueFull(NotReady):
@@ -41,13 +48,34 @@ class BatchSettings:
             raise ValueError(f"invalid batch settings: {self}")
 
 
+def _count(rows: Rows) -> int:
+    if isinstance(rows, np.ndarray):
+        return len(rows)
+    return len(next(iter(rows.values()))) if rows else 0
+
+
+def _concat(parts: list[Rows]) -> Rows:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)  # type: ignore[arg-type]
+    return {name: np.concatenate([p[name] for p in parts]) for name in first}
+
+
+def _slice(rows: Rows, start: int, stop: int) -> Rows:
+    if isinstance(rows, np.ndarray):
+        return rows[start:stop]
+    return {name: array[start:stop] for name, array in rows.items()}
+
+
 @dataclass
 class _Pending:
-    rows: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    rows: Rows
+    future: asyncio.Future[Rows]
 
 
-RowFunction = Callable[[np.ndarray], np.ndarray]
+RowFunction = Callable[[Rows], Rows]
 
 
 class AdaptiveBatcher:
@@ -64,11 +92,11 @@ class AdaptiveBatcher:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, rows: np.ndarray) -> np.ndarray:
+    async def submit(self, rows: Rows) -> Rows:
         """The result rows for `rows`, computed in some batch."""
         if len(self._queue) >= self.settings.max_queue:
             raise QueueFull(f"{len(self._queue)} requests already wait for the model; retry later")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(rows, future))
         self._wakeup.set()
         if self._worker is None or self._worker.done():
@@ -95,23 +123,22 @@ class AdaptiveBatcher:
                 return
 
     def _rows_queued(self) -> int:
-        return sum(len(p.rows) for p in self._queue)
+        return sum(_count(p.rows) for p in self._queue)
 
     def _take(self) -> list[_Pending]:
         batch = [self._queue.popleft()]
-        rows = len(batch[0].rows)
-        while self._queue and rows + len(self._queue[0].rows) <= self.settings.max_batch_size:
+        rows = _count(batch[0].rows)
+        while self._queue and rows + _count(self._queue[0].rows) <= self.settings.max_batch_size:
             item = self._queue.popleft()
             batch.append(item)
-            rows += len(item.rows)
+            rows += _count(item.rows)
         return [p for p in batch if not p.future.done()]  # skip cancelled requests
 
     async def _execute(self, batch: list[_Pending]) -> None:
         if not batch:
             return
         try:
-            merged = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
-            results = await self._call(merged)
+            results = await self._call(_concat([p.rows for p in batch]))
         except Exception as exc:  # noqa: BLE001 - delivered to the waiters, not lost
             if len(batch) == 1:
                 _settle(batch[0], exc)
@@ -124,20 +151,26 @@ class AdaptiveBatcher:
             return
         offset = 0
         for pending in batch:
-            count = len(pending.rows)
-            _settle(pending, results[offset : offset + count])
+            count = _count(pending.rows)
+            _settle(pending, _slice(results, offset, offset + count))
             offset += count
 
-    async def _call(self, rows: np.ndarray) -> np.ndarray:
+    async def _call(self, rows: Rows) -> Rows:
         self.calls += 1
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, self.fn, rows)
-        if len(results) != len(rows):
-            raise ModelServeError(f"the model returned {len(results)} results for {len(rows)} rows")
+        expected = _count(rows)
+        lengths = (
+            {len(results)}
+            if isinstance(results, np.ndarray)
+            else {len(a) for a in results.values()}
+        )
+        if lengths != {expected}:
+            raise ModelServeError(f"the model returned {lengths} results for {expected} rows")
         return results
 
 
-def _settle(pending: _Pending, outcome: np.ndarray | Exception) -> None:
+def _settle(pending: _Pending, outcome: Rows | Exception) -> None:
     if pending.future.done():
         return
     if isinstance(outcome, Exception):

@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 import kserve
+from grpc import aio
 from kserve import model_server as kserve_model_server
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 
 from servers.rest import install_routes
 
-__all__ = ["ModelServer", "freeze_startup_heap"]
+__all__ = ["GrpcService", "ModelServer", "freeze_startup_heap"]
+
+# Adds one more gRPC service (e.g. TF Serving's PredictionService) to the server.
+GrpcService = Callable[[aio.Server], None]
 
 
 class _RESTServer(RESTServer):
@@ -40,13 +49,55 @@ class _RESTServer(RESTServer):
         freeze_startup_heap()
 
 
+class _GRPCServer(GRPCServer):
+    """KServe's gRPC server, serving more services than v2 inference on the same port."""
+
+    def __init__(self, *args: Any, services: Sequence[GrpcService], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._services = services
+
+    async def start(self, max_workers: int) -> None:
+        if not self._services:
+            await super().start(max_workers)
+            return
+        # KServe builds and starts its aio.Server in one method; services must be added
+        # before the start, so build it here with the same interceptors and options.
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            options=[
+                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
+                (
+                    "grpc.max_receive_message_length",
+                    self._kwargs.get("grpc_max_receive_message_length"),
+                ),
+            ],
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self._data_plane, self._model_repository_extension), self._server
+        )
+        for add_service in self._services:
+            add_service(self._server)
+        self._server.add_insecure_port(f"[::]:{self._port}")
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
 class ModelServer(kserve.ModelServer):
     """kserve.ModelServer with modelserve's REST routes, body limit and error mapping."""
 
-    def __init__(self, *, max_body_bytes: int, log_requests: bool, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int,
+        log_requests: bool,
+        grpc_services: Sequence[GrpcService] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
+        self.grpc_services = grpc_services
 
     def _configure(self, rest: _RESTServer) -> None:
         rest.max_body_bytes = self.max_body_bytes
@@ -83,12 +134,13 @@ class ModelServer(kserve.ModelServer):
             self._configure(self._rest_server)
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
-            self._grpc_server = GRPCServer(
+            self._grpc_server = _GRPCServer(
                 self.grpc_port,
                 self.dataplane,
                 self.model_repository_extension,
                 kwargs=vars(kserve_model_server.args),
                 grace_period=self.grace_period,
+                services=self.grpc_services,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()

@@ -18,10 +18,17 @@ from typing import Any
 
 from kserve import model_server as kserve_model_server
 
+from servers.batching import BatchSettings
 from servers.errors import ModelServeError
-from servers.model_server import ModelServer
+from servers.model_server import GrpcService, ModelServer
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "serve", "server_parser"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "add_batching_flags",
+    "batch_settings",
+    "serve",
+    "server_parser",
+]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -50,8 +57,45 @@ def server_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
-    """Build and load the models, then run the KServe ModelServer until stopped."""
+def add_batching_flags(parser: argparse.ArgumentParser) -> None:
+    """The adaptive batching flags of a predictor (see `servers.batching`)."""
+    parser.add_argument(
+        "--max_batch_size",
+        type=int,
+        default=32,
+        help="Rows merged into one model call (1: no batching).",
+    )
+    parser.add_argument(
+        "--max_batch_latency_us",
+        type=int,
+        default=0,
+        help="How long a batch may wait to fill once the model is free.",
+    )
+    parser.add_argument(
+        "--max_batch_queue",
+        type=int,
+        default=1024,
+        help="Requests that may wait for the model; more get 503.",
+    )
+
+
+def batch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BatchSettings:
+    """The BatchSettings the batching flags ask for (a usage error when they are invalid)."""
+    try:
+        return BatchSettings(args.max_batch_size, args.max_batch_latency_us, args.max_batch_queue)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def serve(
+    build: Callable[[], list[Any]],
+    args: argparse.Namespace,
+    grpc_services: Callable[[list[Any]], list[GrpcService]] | None = None,
+) -> int:
+    """Build and load the models, then run the KServe ModelServer until stopped.
+
+    `grpc_services`, given the loaded models, returns more gRPC services for the gRPC port.
+    """
     try:
         models = build()
         for model in models:
@@ -73,6 +117,7 @@ def serve(build: Callable[[], list[Any]], args: argparse.Namespace) -> int:
         enable_latency_logging=False,
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,
+        grpc_services=grpc_services(models) if grpc_services else (),
     )
     server.start(models)
     return 0

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from servers.batching import BatchSettings
-from servers.server import serve, server_parser
+from servers.server import add_batching_flags, batch_settings, serve, server_parser
 from servers.sklearn.model import METHODS, SKLearnPredictor
 
 
@@ -23,31 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="A type a .skops artifact may hold beyond scikit-learn's.",
     )
-    parser.add_argument(
-        "--max_batch_size",
-        type=int,
-        default=32,
-        help="Rows merged into one model call (1: no batching).",
-    )
-    parser.add_argument(
-        "--max_batch_latency_us",
-        type=int,
-        default=0,
-        help="How long a batch may wait to fill once the model is free.",
-    )
-    parser.add_argument(
-        "--max_batch_queue",
-        type=int,
-        default=1024,
-        help="Requests that may wait for the model; more get 503.",
-    )
+    add_batching_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        batching = BatchSettings(
-            args.max_batch_size, args.max_batch_latency_us, args.max_batch_queue
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
+    batching = batch_settings(parser, args)
     return serve(
         lambda: [
             SKLearnPredictor(

@@ -91,7 +91,9 @@ class SKLearnPredictor(TensorModel):
             batcher = self._batchers[method] = AdaptiveBatcher(
                 lambda rows: np.asarray(fn(rows)), self.batching
             )
-        return await batcher.submit(matrix)
+        result = await batcher.submit(matrix)
+        assert isinstance(result, np.ndarray)  # one array in, one array out
+        return result
 
     def _matrix(self, name: str, array: np.ndarray) -> np.ndarray:
         if array.dtype.kind not in "iuf":

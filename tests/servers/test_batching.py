@@ -166,3 +166,44 @@ def test_server_answers_concurrent_requests_correctly(sklearn_server: ServerProc
 
     for i, response in enumerate(asyncio.run(run())):
         assert response.json() == {"predictions": [expected[i % 3]] * (1 + i % 4)}
+
+
+def test_named_arrays_are_merged_and_split_by_name() -> None:
+    """A TensorFlow signature's rows: several named inputs in, several named outputs out."""
+    hold = threading.Event()
+    seen: list[int] = []
+
+    def signature(rows: object) -> dict[str, np.ndarray]:
+        assert isinstance(rows, dict)
+        hold.wait(10)
+        seen.append(len(rows["a"]))
+        if np.any(rows["b"] < 0):
+            raise ValueError("negative b")
+        return {"sum": rows["a"] + rows["b"], "a_twice": rows["a"] * 2}
+
+    requests = [
+        {
+            "a": np.full((1 + i % 2, 3), float(i)),
+            "b": np.full((1 + i % 2, 3), -1.0 if i == 4 else 1.0),
+        }
+        for i in range(9)
+    ]
+
+    async def run() -> list[object]:
+        batcher = AdaptiveBatcher(signature, BatchSettings(max_batch_size=64))
+        first = asyncio.create_task(batcher.submit(requests[0]))
+        await asyncio.sleep(0.05)
+        rest = asyncio.gather(*(batcher.submit(r) for r in requests[1:]), return_exceptions=True)
+        await asyncio.sleep(0.05)
+        hold.set()
+        return [await first, *(await rest)]
+
+    results = asyncio.run(run())
+    for i, (request, result) in enumerate(zip(requests, results, strict=True)):
+        if i == 4:
+            assert isinstance(result, ValueError)  # the bad request fails alone
+            continue
+        assert isinstance(result, dict)
+        np.testing.assert_array_equal(result["sum"], request["a"] + request["b"])
+        np.testing.assert_array_equal(result["a_twice"], request["a"] * 2)
+    assert seen[:2] == [1, sum(len(r["a"]) for r in requests[1:])]  # one merged call first
