@@ -1,5 +1,6 @@
 # modelserve images, one target per component, all from one build:
 #   docker build --target sklearn      -t ghcr.io/modelserve/servers:0.1.0 .   (the default target)
+#   docker build --target tensorflow   -t ghcr.io/modelserve/tensorflow:0.1.0 .
 #   docker build --target transformers -t ghcr.io/modelserve/transformers:0.1.0 .
 #   docker build --target gateway      -t ghcr.io/modelserve/gateway:0.1.0 .
 # The manifests in inferenceservices/ run `python -m servers.<backend>` in the servers image.
@@ -18,14 +19,25 @@ COPY servers ./servers
 COPY gateway ./gateway
 RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps .
 
-FROM python:3.11-slim-bookworm AS runtime
+# The TensorFlow extra (~2.5 GB) only in the image that needs it.
+FROM builder AS builder-tensorflow
+RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python '.[tensorflow]'
+
+FROM python:3.11-slim-bookworm AS base
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-COPY --from=builder /opt/venv /opt/venv
 RUN useradd --uid 1000 --create-home modelserve && mkdir -p /mnt/models \
  && chown modelserve /mnt/models
-USER 1000
 WORKDIR /app
 EXPOSE 8080 8081
+
+FROM base AS tensorflow
+COPY --from=builder-tensorflow /opt/venv /opt/venv
+USER 1000
+CMD ["python", "-m", "servers.tensorflow", "--model_dir", "/mnt/models"]
+
+FROM base AS runtime
+COPY --from=builder /opt/venv /opt/venv
+USER 1000
 
 FROM runtime AS transformers
 CMD ["python", "-m", "servers.transformers.tabular", "--model_dir", "/mnt/models"]

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import kserve
 import numpy as np
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse, to_http_parameters
 
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import decode_inputs, make_response
@@ -47,7 +47,8 @@ class TensorModel(kserve.Model):
         if isinstance(payload, InferRequest):
             arrays = decode_inputs(payload)
             requested = [o.name for o in payload.request_outputs or []]
-            params = payload.parameters if isinstance(payload.parameters, dict) else {}
+            # gRPC requests carry a protobuf map of InferParameter: read it as REST's dict.
+            params = to_http_parameters(payload.parameters) if payload.parameters else {}
             outputs = await self.infer_v2(arrays, params, requested)
             return make_response(payload, self.name, outputs)
         return await self.infer_v1(parse_json_body(payload))

@@ -53,3 +53,20 @@ def tabular_server(
     ]
     with run_server("servers.transformers.tabular", args, logs) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def digits_tf_dir(models_root: Path) -> Path:
+    """The Keras digits SavedModel (TF Serving layout: digits-tf/1/) and its metadata.json."""
+    directory = models_root / "digits-tf"
+    if not (directory / "1" / "saved_model.pb").is_file():
+        pytest.fail("the digits SavedModel was not built: is the tensorflow extra installed?")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tf_server(digits_tf_dir: Path, logs: Path) -> Iterator[ServerProcess]:
+    """`python -m servers.tensorflow` serving the digits SavedModel as `tf-digits`."""
+    args = ["--model_name=tf-digits", f"--model_dir={digits_tf_dir}", "--max_body_bytes=1048576"]
+    with run_server("servers.tensorflow", args, logs) as server:
+        yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,12 +112,14 @@ class Platform:
 
 
 @contextmanager
-def run_platform(models_root: Path, log_dir: Path) -> Iterator[Platform]:
-    """`modelserve up` with the demo manifests on free ports; stopped with SIGTERM afterwards."""
+def run_platform(
+    models_root: Path, log_dir: Path, files: list[Path] | None = None
+) -> Iterator[Platform]:
+    """`modelserve up` with the demo manifests (or `files`) on free ports; SIGTERM afterwards."""
     port, grpc_port = free_port(), free_port()
-    log = log_dir / "modelserve_up.log"
-    command = [str(Path(sys.executable).parent / "modelserve"), "up", "--host", "127.0.0.1",
-               "--port", str(port), "--grpc-port", str(grpc_port),
+    log = log_dir / f"modelserve_up_{port}.log"
+    command = [str(Path(sys.executable).parent / "modelserve"), "up", *map(str, files or []),
+               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
                "--models-dir", str(models_root)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -130,3 +134,50 @@ def run_platform(models_root: Path, log_dir: Path) -> Iterator[Platform]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# tritonclient.grpc cannot be imported in a process that imported kserve (both register the
+# inference.* protobufs, kserve/kserve#3099), so it runs in a process of its own.
+_TRITON_GRPC_INFER = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as g
+target, model, doc = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+client = g.InferenceServerClient(target)
+tensors = []
+for name, (datatype, dtype, values) in doc["inputs"].items():
+    array = np.array(values, dtype=dtype)
+    tensor = g.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    tensors.append(tensor)
+outputs = [g.InferRequestedOutput(n) for n in doc["outputs"]] or None
+try:
+    result = client.infer(model, tensors, outputs=outputs)
+except g.InferenceServerException as exc:
+    print(json.dumps({"error": [exc.status(), exc.message()]}))
+else:
+    names = doc["outputs"] or [o["name"] for o in result.get_response(as_json=True)["outputs"]]
+    print(json.dumps({"outputs": {n: result.as_numpy(n).tolist() for n in names}}))
+"""
+
+
+def triton_grpc_infer(
+    target: str,
+    model: str,
+    inputs: dict[str, tuple[str, np.ndarray]],
+    outputs: list[str] | None = None,
+) -> dict[str, object]:
+    """One `tritonclient.grpc` infer call, in its own process: `{"outputs": {name: list}}`, or
+    `{"error": [status, message]}`. `inputs` maps names to (v2 datatype, array)."""
+    doc = {
+        "inputs": {n: (dt, str(a.dtype), a.tolist()) for n, (dt, a) in inputs.items()},
+        "outputs": outputs or [],
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", _TRITON_GRPC_INFER, target, model, json.dumps(doc)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"tritonclient.grpc failed:\n{completed.stderr}")
+    result: dict[str, object] = json.loads(completed.stdout)
+    return result
