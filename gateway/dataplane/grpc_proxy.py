@@ -1,11 +1,17 @@
-"""The gateway's gRPC data plane: v2 `inference.GRPCInferenceService`, proxied as raw bytes.
+"""The gateway's gRPC data plane: v2 `inference.GRPCInferenceService` and TF Serving's
+`tensorflow.serving.PredictionService`, proxied as raw bytes.
 
-The server-level calls (`ServerLive`, `ServerReady`, `ServerMetadata`) are answered here. The
-model-level calls (`ModelReady`, `ModelMetadata`, `ModelInfer`) are read only as far as the
-model name (protobuf field 1 of each request) and forwarded, bytes unchanged, to the backend's
-`grpc_target` over one cached channel per target. Backend status codes and details pass through
-unchanged; the gateway's own failures map from the shared error types in one place (`_abort`).
-Every call gets initial metadata `x-modelserve-revision`.
+The v2 server-level calls (`ServerLive`, `ServerReady`, `ServerMetadata`) are answered here.
+The model-level calls are read only as far as the model name and forwarded, bytes unchanged, to
+the backend's `grpc_target` over one cached channel per target: v2 `ModelReady`,
+`ModelMetadata`, `ModelInfer` carry it in field 1; TF Serving's `Predict`, `GetModelMetadata`,
+`Classify`, `Regress` in field 1 (`name`) of field 1 (`model_spec`), and `MultiInference` in
+its first task's `model_spec`. The wire format is walked by hand, so the gateway imports
+neither TensorFlow nor its protos, and never parses a tensor. Backend status codes and details
+pass through unchanged; the gateway's own failures map from the shared error types in one
+place (`_abort`).
+Every call gets initial metadata `x-modelserve-revision`; an unknown model is NOT_FOUND in
+each protocol's words (TF Serving's `Servable not found for request: Latest(<name>)`).
 
 The model-level calls pass the gateway's `Admission` (API key in `authorization` or `x-api-key`
 metadata, rate limit) before routing, as REST requests do; the server-level calls are health
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn, TypeAlias
 from urllib.parse import unquote
 
@@ -34,17 +40,27 @@ from servers.errors import (
     BackendTimeout,
     BackendUnavailable,
     InvalidInput,
+    ModelNotFound,
     ModelServeError,
     TooManyRequests,
     UpstreamError,
     status_for_http,
 )
+from servers.tensorflow.signatures import servable_not_found
 
-__all__ = ["SERVICE", "GrpcProxy", "read_model_name"]
+__all__ = [
+    "SERVICE",
+    "TFSERVING_SERVICE",
+    "GrpcProxy",
+    "read_model_name",
+    "read_model_spec",
+]
 
 SERVICE = "inference.GRPCInferenceService"
+TFSERVING_SERVICE = "tensorflow.serving.PredictionService"
 REVISION_KEY = "x-modelserve-revision"
 _FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer")
+_TFSERVING_CALLS = ("Predict", "GetModelMetadata", "Classify", "Regress", "MultiInference")
 # Metadata gRPC itself manages; everything else the client sent goes to the backend.
 _DROPPED_METADATA = ("user-agent", "grpc-", ":")
 
@@ -52,36 +68,37 @@ Context: TypeAlias = "aio.ServicerContext[bytes, bytes]"
 Handler = Callable[[bytes, Context], Awaitable[bytes]]
 
 
-def read_model_name(message: bytes) -> str:
-    """Field 1 (`name` / `model_name`, a string) of a serialized v2 model request.
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """`(field, wire type, start, end)` of each field in `data[start:end]`, in wire order.
 
-    Walks the protobuf wire format and skips other fields without decoding them, so a large
-    `ModelInferRequest` is never parsed here.
+    For a length-delimited field (wire type 2) start..end is its payload; nothing is decoded
+    or copied, so walking a large `ModelInferRequest` costs a few steps per field.
     """
-    pos, end = 0, len(message)
+    pos = start
     while pos < end:
-        key, pos = _varint(message, pos)
+        key, pos = _varint(data, pos, end)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            _, pos = _varint(message, pos)
+            value_end = _varint(data, pos, end)[1]
         elif wire == 1:
-            pos += 8
+            value_end = pos + 8
         elif wire == 5:
-            pos += 4
+            value_end = pos + 4
         elif wire == 2:
-            size, pos = _varint(message, pos)
-            if field == 1:
-                return message[pos : pos + size].decode()
-            pos += size
+            size, pos = _varint(data, pos, end)
+            value_end = pos + size
         else:
             raise InvalidInput(f"malformed request: unsupported wire type {wire}")
-    raise InvalidInput("request names no model")
+        if value_end > end:
+            raise InvalidInput("malformed request: truncated field")
+        yield field, wire, pos, value_end
+        pos = value_end
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
-        if pos >= len(data) or shift > 63:
+        if pos >= end or shift > 63:
             raise InvalidInput("malformed request: truncated varint")
         byte = data[pos]
         pos += 1
@@ -89,6 +106,70 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    try:
+        return data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("malformed request: the model name is not UTF-8") from None
+
+
+def read_model_name(message: bytes) -> str:
+    """Field 1 (`name` / `model_name`, a string) of a serialized v2 model request.
+
+    As protobuf parsers do, the last occurrence wins, so the gateway routes by the name the
+    backend will read.
+    """
+    found: tuple[int, int] | None = None
+    for field, wire, start, end in _fields(message, 0, len(message)):
+        if field == 1 and wire == 2:
+            found = (start, end)
+    if found is None:
+        raise InvalidInput("request names no model")
+    return _text(message, *found)
+
+
+def read_model_spec(message: bytes, first_task: bool = False) -> tuple[str, int | None]:
+    """The model name and version (None: the latest) of a serialized TF Serving request.
+
+    `model_spec` is field 1 of Predict, GetModelMetadata, Classify and Regress requests; with
+    `first_task` (MultiInference) it is field 1 of the first of the `tasks` (field 1).
+    Occurrences of a message field merge, as protobuf parsers do: the last name wins, and a
+    `version_label` (field 4) after a `version` (field 2, an Int64Value) replaces it.
+    """
+    outer: list[tuple[int, int]] = []
+    for field, wire, start, end in _fields(message, 0, len(message)):
+        if field == 1 and wire == 2:
+            outer.append((start, end))
+            if first_task:
+                break
+    if first_task:
+        if not outer:
+            raise InvalidInput("Expected at least one task")
+        task_start, task_end = outer[0]
+        outer = [
+            (start, end)
+            for field, wire, start, end in _fields(message, task_start, task_end)
+            if field == 1 and wire == 2
+        ]
+    if not outer:
+        raise InvalidInput("Missing ModelSpec")
+    name: tuple[int, int] | None = None
+    version: int | None = None
+    for spec_start, spec_end in outer:
+        for field, wire, start, end in _fields(message, spec_start, spec_end):
+            if field == 1 and wire == 2:
+                name = (start, end)
+            elif field == 2 and wire == 2:
+                version = version or 0  # present but empty: version 0
+                for inner, inner_wire, value_start, _ in _fields(message, start, end):
+                    if inner == 1 and inner_wire == 0:
+                        value = _varint(message, value_start, end)[0]
+                        version = value - (1 << 64) if value >= 1 << 63 else value
+            elif field == 4 and wire == 2:
+                version = None
+    return ("" if name is None else _text(message, *name)), version
 
 
 async def _abort(context: Context, exc: ModelServeError) -> NoReturn:
@@ -136,8 +217,15 @@ class GrpcProxy:
             "ServerMetadata": _unary(self._server_metadata),
         }
         for method in _FORWARDED_CALLS:
-            handlers[method] = _unary(self._forwarder(method))
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+            handlers[method] = _unary(self._forwarder(SERVICE, method, self._v2_route))
+        tfserving: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
+        for method in _TFSERVING_CALLS:
+            locate = self._multi_inference_route if method == "MultiInference" else self._tf_route
+            tfserving[method] = _unary(self._forwarder(TFSERVING_SERVICE, method, locate))
+        server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler(SERVICE, handlers),
+            grpc.method_handlers_generic_handler(TFSERVING_SERVICE, tfserving),
+        ))
         bound = server.add_insecure_port(f"{host}:{port}")
         if bound == 0:
             raise OSError(f"gRPC proxy cannot listen on {host}:{port}")
@@ -168,15 +256,36 @@ class GrpcProxy:
         metadata = pb.ServerMetadataResponse(name="modelserve-gateway", version="0.1.0")
         return metadata.SerializeToString()
 
-    def _forwarder(self, method: str) -> Handler:
-        path = f"/{SERVICE}/{method}"
+    def _forwarder(
+        self, service: str, method: str, locate: Callable[[bytes], ServiceRoute]
+    ) -> Handler:
+        path = f"/{service}/{method}"
 
         async def forward(request: bytes, context: Context) -> bytes:
-            return await self._forward(path, request, context)
+            return await self._forward(path, request, context, locate)
 
         return forward
 
-    async def _forward(self, path: str, request: bytes, context: Context) -> bytes:
+    def _v2_route(self, request: bytes) -> ServiceRoute:
+        return find_route(self.table, read_model_name(request))
+
+    def _tf_route(self, request: bytes, first_task: bool = False) -> ServiceRoute:
+        name, version = read_model_spec(request, first_task)
+        try:
+            return find_route(self.table, name)
+        except ModelNotFound:
+            raise servable_not_found(name, version) from None
+
+    def _multi_inference_route(self, request: bytes) -> ServiceRoute:
+        return self._tf_route(request, first_task=True)
+
+    async def _forward(
+        self,
+        path: str,
+        request: bytes,
+        context: Context,
+        locate: Callable[[bytes], ServiceRoute],
+    ) -> bytes:
         start = time.perf_counter()
         route: ServiceRoute | None = None
         revision = NO_REVISION
@@ -184,7 +293,7 @@ class GrpcProxy:
         try:
             if self.admission.enabled:
                 dropped = self._admit(context)
-            route = find_route(self.table, read_model_name(request))
+            route = locate(request)
             self.metrics.started(route.name)
             backend = select_backend(self.table, route)
             revision = backend.revision
