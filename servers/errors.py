@@ -28,6 +28,7 @@ __all__ = [
     "UnprocessableEntity",
     "UpstreamError",
     "error_body",
+    "grpc_code_for_http",
     "status_for_http",
 ]
 
@@ -168,3 +169,18 @@ _GRPC_TO_HTTP: dict[StatusCode, int] = {
 def status_for_http(code: StatusCode) -> int:
     """The HTTP status that answers a gRPC status (for proxies that translate between them)."""
     return _GRPC_TO_HTTP.get(code, 500)
+
+
+# The inverse, for proxies answering gRPC clients with what an HTTP backend said (429 and 413
+# both read as RESOURCE_EXHAUSTED, so 413 is added explicitly).
+_HTTP_TO_GRPC: dict[int, StatusCode] = {
+    **{status: code for code, status in _GRPC_TO_HTTP.items()},
+    413: StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def grpc_code_for_http(status: int) -> StatusCode:
+    """The gRPC status that answers an HTTP error status (4xx INVALID_ARGUMENT, 5xx UNAVAILABLE
+    where no closer code exists)."""
+    default = StatusCode.UNAVAILABLE if status >= 500 else StatusCode.INVALID_ARGUMENT
+    return _HTTP_TO_GRPC.get(status, default)

@@ -11,25 +11,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import grpc
-import httpx
 import kserve
 import numpy as np
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
-from servers.errors import (
-    BackendTimeout,
-    BackendUnavailable,
-    InvalidInput,
-    ModelLoadError,
-    ModelServeError,
-    UpstreamError,
-    status_for_http,
-)
+from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
 from servers.protocol import v1
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.storage import read_metadata, resolve_model_dir
+from servers.transformers.upstream import predictor_errors
 
 __all__ = ["TabularTransformer"]
 
@@ -127,16 +118,8 @@ class TabularTransformer(kserve.Model):
     async def _call_predictor(
         self, request: InferRequest, headers: dict[str, str] | None
     ) -> InferResponse:
-        try:
+        with predictor_errors():
             result = await super().predict(request, headers)
-        except grpc.RpcError as exc:
-            raise _from_grpc(exc) from exc
-        except httpx.HTTPStatusError as exc:
-            raise _from_http(exc.response.status_code, exc.response.text) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeout(f"predictor did not answer in time: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"predictor unreachable: {exc}") from exc
         if not isinstance(result, InferResponse):
             raise BackendUnavailable(f"predictor sent an unexpected {type(result).__name__}")
         return result
@@ -158,21 +141,3 @@ class TabularTransformer(kserve.Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
-
-
-def _from_http(status: int, text: str) -> ModelServeError:
-    return UpstreamError(
-        f"predictor: {text}",
-        status if 400 <= status < 600 else 502,
-        grpc.StatusCode.UNAVAILABLE if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT,
-    )
-
-
-def _from_grpc(exc: grpc.RpcError) -> ModelServeError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return BackendTimeout(f"predictor did not answer in time: {details}")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return BackendUnavailable(f"predictor unavailable: {details}")
-    return UpstreamError(f"predictor: {details}", status_for_http(code), code)

@@ -1,0 +1,1 @@
+"""The image transformer: encoded images in, top-k labels out."""

@@ -1,0 +1,70 @@
+"""`python -m servers.transformers.image`: the image transformer on kserve.ModelServer."""
+
+from __future__ import annotations
+
+import sys
+
+from kserve.predictor_config import PredictorConfig
+
+from servers.server import serve, server_parser
+from servers.transformers.image.model import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_TOP_K,
+    ImageTransformer,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = server_parser(
+        "Encoded images in, top-k labels out; calls --predictor_host over v1, v2 REST or gRPC."
+    )
+    parser.add_argument(
+        "--top_k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        help="Labels returned per image (requests may ask with parameters.top_k).",
+    )
+    parser.add_argument(
+        "--max_image_bytes",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_BYTES,
+        help="Largest encoded image accepted, in bytes; larger ones get 400.",
+    )
+    parser.add_argument(
+        "--max_image_pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="Largest image accepted, in pixels (width x height), checked before decoding.",
+    )
+    args = parser.parse_args(argv)
+    if not args.predictor_host:
+        parser.error("--predictor_host is required")
+    for flag in ("top_k", "max_image_bytes", "max_image_pixels"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
+    config = PredictorConfig(
+        predictor_host=args.predictor_host,
+        predictor_protocol=args.predictor_protocol,
+        predictor_use_ssl=args.predictor_use_ssl,
+        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+        predictor_request_retries=args.predictor_request_retries,
+        predictor_health_check=args.enable_predictor_health_check,
+    )
+    return serve(
+        lambda: [
+            ImageTransformer(
+                args.model_name,
+                args.model_dir,
+                config,
+                top_k=args.top_k,
+                max_image_bytes=args.max_image_bytes,
+                max_image_pixels=args.max_image_pixels,
+            )
+        ],
+        args,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

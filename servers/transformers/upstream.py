@@ -1,0 +1,69 @@
+"""A transformer's predictor failures as our error types, the same for every transformer.
+
+An error the predictor answered with keeps its status (a 400 from the predictor is a 400 to the
+client, over REST and gRPC alike); a predictor that is down or refuses the connection is a 503,
+one that does not answer in time a 504 — never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import httpx
+import orjson
+
+from servers.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ModelServeError,
+    UpstreamError,
+    grpc_code_for_http,
+    status_for_http,
+)
+
+__all__ = ["from_grpc", "from_http", "predictor_errors"]
+
+def _error_text(text: str) -> str:
+    # v1/v2 error bodies are {"error": "..."}: pass on the message, not the JSON around it.
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    return text
+
+
+def from_http(status: int, text: str) -> ModelServeError:
+    """The error for an HTTP error answer from the predictor: its status passes through."""
+    if not 400 <= status < 600:
+        return UpstreamError(f"predictor: {_error_text(text)}", 502, grpc.StatusCode.UNAVAILABLE)
+    return UpstreamError(f"predictor: {_error_text(text)}", status, grpc_code_for_http(status))
+
+
+def from_grpc(exc: grpc.RpcError) -> ModelServeError:
+    """The error for a failed gRPC call to the predictor: its code passes through."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendTimeout(f"predictor did not answer in time: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"predictor unavailable: {details}")
+    return UpstreamError(f"predictor: {details}", status_for_http(code), code)
+
+
+@contextmanager
+def predictor_errors() -> Iterator[None]:
+    """Within this block, failed predictor calls (kserve's gRPC or REST client) raise ours."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_grpc(exc) from exc
+    except httpx.HTTPStatusError as exc:
+        raise from_http(exc.response.status_code, exc.response.text) from exc
+    except httpx.TimeoutException as exc:
+        raise BackendTimeout(f"predictor did not answer in time: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise BackendUnavailable(f"predictor unreachable: {exc}") from exc
