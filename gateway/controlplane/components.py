@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.controlplane.manifests import ComponentName, ComponentSpec, InferenceService
+from gateway.controlplane.runtimes import RuntimeNotAvailable, container_for
 
 __all__ = [
     "LaunchPlan",
@@ -184,9 +185,15 @@ def plan_component(
 ) -> LaunchPlan:
     """The launch plan of one component; a transformer needs its predictor's plan."""
     where = f"{isvc.name} {component}"
-    if len(spec.containers) != 1 or not spec.containers[0].command:
+    if spec.model is not None:
+        try:
+            container = container_for(isvc.name, spec.model)
+        except RuntimeNotAvailable as exc:
+            raise PlanError(f"{where}: {exc}") from exc
+    elif len(spec.containers) != 1 or not spec.containers[0].command:
         raise PlanError(f"{where}: needs exactly one container with a command to run locally")
-    container = spec.containers[0]
+    else:
+        container = spec.containers[0]
     manifest_env = {e.name: e.value for e in container.env if e.value is not None}
     pairs = parse_args(list(container.args))
     http_port, grpc_port = port(), port()

@@ -23,6 +23,7 @@ __all__ = [
     "Document",
     "InferenceService",
     "ManifestError",
+    "ModelSpec",
     "Problem",
     "iter_documents",
     "load_manifests",
@@ -65,8 +66,26 @@ class Container(_Model):
     resources: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelFormat(_Model):
+    name: str
+    version: str | None = None
+
+
+class ModelSpec(_Model):
+    """A predictor's `model:` block: the model and the ServingRuntime that serves it."""
+
+    modelFormat: ModelFormat
+    runtime: str | None = None
+    storageUri: str | None = None
+    protocolVersion: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
 class ComponentSpec(_Model):
     containers: list[Container] = Field(default_factory=list)
+    model: ModelSpec | None = None
     minReplicas: int | None = None
     maxReplicas: int | None = None
     containerConcurrency: int | None = None
@@ -200,18 +219,31 @@ def parse_document(doc: Document) -> InferenceService | list[Problem]:
 
 def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
     """What stops `modelserve up` from running a (valid) InferenceService as local processes."""
+    from gateway.controlplane.runtimes import RuntimeNotAvailable, resolve_runtime  # uses our types
+
     problems: list[Problem] = []
     for component, spec in isvc.components():
         path = f"spec.{component}"
+        if spec.model is not None:
+            if spec.containers:
+                problems.append(
+                    Problem(where, f"{path}.containers", "a `model:` spec with containers beside "
+                            "it cannot run locally")
+                )
+            try:
+                resolve_runtime(spec.model)
+            except RuntimeNotAvailable as exc:
+                problems.append(Problem(where, f"{path}.model.runtime", str(exc)))
+            continue
         if len(spec.containers) != 1:
             problems.append(
                 Problem(
                     where,
                     f"{path}.containers",
                     (
-                        "exactly one container is needed to run locally (model-format specs "
-                        f"such as `{component}.sklearn` need a cluster's ServingRuntime); found "
-                        f"{len(spec.containers)}"
+                        "exactly one container, or a `model:` spec, is needed to run locally "
+                        f"(shorthand specs such as `{component}.sklearn` need a cluster); found "
+                        f"{len(spec.containers)} containers"
                     ),
                 )
             )

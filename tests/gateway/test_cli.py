@@ -18,6 +18,7 @@ CRD = ROOT.parent / "shared" / "kserve" / "serving.kserve.io_inferenceservices.y
 needs_crd = pytest.mark.skipif(not CRD.exists(), reason=f"{CRD} (test data) not present")
 MANIFESTS = ROOT / "inferenceservices"
 DEMO_FILES = [MANIFESTS / "sklearn-iris.yaml", MANIFESTS / "iris-classifier.yaml"]
+ALL_MANIFESTS = sorted([*MANIFESTS.glob("*.yaml"), *(MANIFESTS / "cluster").glob("*.yaml")])
 V2_BODY = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32",
                        "data": [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]}]}
 
@@ -42,7 +43,8 @@ def modelserve(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 @needs_crd
 def test_validate_demo_manifests_pass_against_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
-    paths = [str(p) for p in DEMO_FILES]
+    paths = [str(p) for p in ALL_MANIFESTS]
+    assert len(paths) >= 4
     assert main(["validate", *paths, "--crd", str(CRD), "--strict"]) == 0
     assert "ok" in capsys.readouterr().out
 

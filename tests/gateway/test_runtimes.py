@@ -1,0 +1,82 @@
+"""`model:` predictors run locally by the stand-in of their KServe ServingRuntime."""
+
+from __future__ import annotations
+
+import sys
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.controlplane.components import PlanError, parse_args, plan_service
+from gateway.controlplane.manifests import InferenceService, ManifestError, load_manifests
+from gateway.controlplane.runtimes import RuntimeNotAvailable, resolve_runtime
+from tests.support import ROOT
+
+CLUSTER = ROOT / "inferenceservices" / "cluster"
+
+
+def ports() -> Any:
+    numbers = count(42000)
+    return lambda: next(numbers)
+
+
+def model_service(model: dict[str, Any]) -> InferenceService:
+    return InferenceService.model_validate({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "svc"}, "spec": {"predictor": {"model": model}},
+    })
+
+
+def test_tf_serving_runtime_is_played_by_our_tensorflow_server(tmp_path: Path) -> None:
+    [isvc] = load_manifests([CLUSTER / "tf-digits-classifier.yaml"])
+    predictor, transformer = plan_service(isvc, tmp_path, ports())
+    assert predictor.argv[:3] == (sys.executable, "-m", "servers.tensorflow")
+    assert dict(parse_args(list(predictor.argv[3:]))) == {
+        "--model_name": "tf-digits-classifier",  # TF Serving's --model_name={{.Name}}
+        "--model_dir": str(tmp_path.resolve() / "digits-tf"),  # storageUri, "mounted"
+        "--http_port": "42000",
+        "--grpc_port": "42001",
+    }
+    assert predictor.model_dir == tmp_path.resolve() / "digits-tf"
+    # TF Serving speaks the v1 REST predict API: the transformer calls the REST port.
+    transformer_flags = dict(parse_args(list(transformer.argv[3:])))
+    assert transformer_flags["--predictor_protocol"] == "v1"
+    assert transformer_flags["--predictor_host"] == "127.0.0.1:42000"
+
+
+def test_model_args_and_env_follow_the_runtime_ones(tmp_path: Path) -> None:
+    isvc = model_service({
+        "modelFormat": {"name": "sklearn"}, "storageUri": "pvc://claim/iris",
+        "args": ["--method=predict_proba"], "env": [{"name": "EXTRA", "value": "1"}],
+    })
+    [plan] = plan_service(isvc, tmp_path, ports())
+    assert plan.argv[:3] == (sys.executable, "-m", "servers.sklearn")
+    assert dict(parse_args(list(plan.argv[3:])))["--method"] == "predict_proba"
+    assert plan.env["EXTRA"] == "1"
+    assert plan.env["STORAGE_URI"] == str(tmp_path.resolve() / "iris")
+
+
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [
+        ({"modelFormat": {"name": "tensorflow"}, "runtime": "kserve-torchserve"},
+         "no local stand-in"),
+        ({"modelFormat": {"name": "xgboost"}}, "no local runtime serves"),
+        ({"modelFormat": {"name": "sklearn"}, "runtime": "kserve-tensorflow-serving"},
+         "does not serve modelFormat 'sklearn'"),
+    ],
+)
+def test_runtimes_that_cannot_run_here_are_named(
+    tmp_path: Path, model: dict[str, Any], fragment: str
+) -> None:
+    isvc = model_service(model)
+    with pytest.raises(RuntimeNotAvailable, match=fragment):
+        resolve_runtime(isvc.spec.predictor.model)  # type: ignore[arg-type]
+    with pytest.raises(PlanError, match=fragment):
+        plan_service(isvc, tmp_path, ports())
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(isvc.model_dump_json())
+    with pytest.raises(ManifestError, match=r"spec\.predictor\.model\.runtime"):
+        load_manifests([manifest])
