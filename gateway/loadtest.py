@@ -33,13 +33,16 @@ LOADTESTS = ROOT / "loadtests"
 MAX_DURATION_S = 600
 # Locust needs a few seconds to start and to write its reports after the run.
 OVERRUN_S = 60
-# Which payload file each protocol sends: the binary and gRPC users encode the v2 JSON request.
-PROTOCOL_PAYLOADS = {"v1": "v1", "v2": "v2", "v2-binary": "v2", "grpc": "v2"}
+# Which payload file each protocol sends: the binary and gRPC users encode the v2 JSON request;
+# TF Serving's gRPC Predict (`tfserving`) has its own, a PredictRequest (loadtests/bodies.py).
+PROTOCOL_PAYLOADS = {
+    "v1": "v1", "v2": "v2", "v2-binary": "v2", "grpc": "v2", "tfserving": "tfserving",
+}
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
 
 
 def payload_path(service: str, protocol: str, payloads: Path = LOADTESTS / "payloads") -> Path:
-    """`loadtests/payloads/<service>.<v1|v2>.json` for a protocol."""
+    """`loadtests/payloads/<service>.<v1|v2|tfserving>.json` for a protocol."""
     return payloads / f"{service}.{PROTOCOL_PAYLOADS[protocol]}.json"
 
 
@@ -63,7 +66,7 @@ def parse_duration(text: str) -> int:
 
 
 def parse_protocols(text: str) -> list[str]:
-    """`v1,v2,v2-binary,grpc` → a list; unknown names are a usage error."""
+    """`v1,v2,v2-binary,grpc,tfserving` → a list; unknown names are a usage error."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in PROTOCOL_PAYLOADS]
     if not names or unknown:

@@ -1,11 +1,14 @@
-"""A Locust user for v2 gRPC: `inference.GRPCInferenceService/ModelInfer` with raw input contents.
+"""Locust users for gRPC: v2 `inference.GRPCInferenceService/ModelInfer` with raw input contents,
+and TF Serving's `tensorflow.serving.PredictionService/Predict`.
 
-Locust has no gRPC client, so the user times each call itself and reports it through
+Locust has no gRPC client, so each user times its calls itself and reports them through
 `environment.events.request.fire(request_type="grpc", ...)`, like Locust's own clients do.
-The target comes from `--grpc-target HOST:PORT`.
+The target comes from `--grpc-target HOST:PORT` (modelserve serves both services on one port).
 
-A TF Serving `PredictionService` user belongs here too once the TensorFlow backend exists;
-it is deliberately not written yet.
+`TFServingUser` sends `<service>.tfserving.json` as a PredictRequest serialized once by
+`loadtests.bodies.tfserving_body` (inputs as `tensor_content`) over a bytes-in, bytes-out stub
+for the same method path as tensorflow-serving-api's `PredictionServiceStub.Predict`: that
+package imports all of TensorFlow, which would cost the load generator ~15 s and ~1 GB.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, task
 
-from loadtests.bodies import raw_tensors
+from loadtests.bodies import PREDICT_METHOD, raw_tensors, tfserving_body
 from servers.kserve_argv import argv_hidden
 
-__all__ = ["GrpcV2User", "import_stubs"]
+__all__ = ["GrpcV2User", "TFServingUser", "import_stubs"]
 
 TIMEOUT_S = 30.0
 
@@ -54,22 +57,40 @@ def _request(service: str) -> Any:
     )
 
 
-class GrpcV2User(User):
-    """Calls ModelInfer over one channel per user, in a closed loop."""
+class _GrpcUser(User):
+    """One channel per user, calls in a closed loop, each reported as a Locust request."""
 
+    abstract = True
     wait_time = constant(0)
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        assert options is not None, "GrpcV2User runs under the locust command line"
+        assert options is not None, f"{type(self).__name__} runs under the locust command line"
         self.service: str = options.service
-        _, pb2_grpc = import_stubs()
         self.channel = grpc.insecure_channel(options.grpc_target)
-        self.stub = pb2_grpc.GRPCInferenceServiceStub(self.channel)
-        self.request = _request(self.service)
 
     def on_stop(self) -> None:
         self.channel.close()
+
+    def _report(self, name: str, started: float, length: int, error: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=f"{name} {self.service}",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=error,
+            context={},
+        )
+
+
+class GrpcV2User(_GrpcUser):
+    """Calls ModelInfer with the v2 payload's tensors as raw input contents."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        _, pb2_grpc = import_stubs()
+        self.stub = pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.request = _request(self.service)
 
     @task
     def model_infer(self) -> None:
@@ -81,11 +102,26 @@ class GrpcV2User(User):
             length = response.ByteSize()
         except grpc.RpcError as exc:
             error = exc
-        self.environment.events.request.fire(
-            request_type="grpc",
-            name=f"ModelInfer {self.service}",
-            response_time=(time.perf_counter() - started) * 1000,
-            response_length=length,
-            exception=error,
-            context={},
-        )
+        self._report("ModelInfer", started, length, error)
+
+
+class TFServingUser(_GrpcUser):
+    """Calls TF Serving's Predict with `<service>.tfserving.json`, serialized once."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        # No (de)serializers: the pre-serialized request goes out as is, the answer stays bytes.
+        self.predict_call = self.channel.unary_unary(PREDICT_METHOD)
+        self.request = tfserving_body(self.service)
+
+    @task
+    def predict(self) -> None:
+        started = time.perf_counter()
+        length = 0
+        error: Exception | None = None
+        try:
+            response: bytes = self.predict_call(self.request, timeout=TIMEOUT_S)
+            length = len(response)
+        except grpc.RpcError as exc:
+            error = exc
+        self._report("Predict", started, length, error)

@@ -6,14 +6,12 @@ Usually run by `modelserve loadtest NAME`. Directly, from the repository root:
         --host http://127.0.0.1:8080 --service sklearn-iris --protocols v1,grpc \\
         --grpc-target 127.0.0.1:8081 [--shape step|ramp] [--slo loadtests/slo.yaml]
 
-`--protocols` picks the users (v1, v2, v2-binary: REST; grpc: v2 gRPC); by default every
-protocol the service has a payload for in `loadtests/payloads/`. Each option also reads an
+`--protocols` picks the users (v1, v2, v2-binary: REST; grpc: v2 gRPC; tfserving: TF Serving's
+gRPC Predict, same `--grpc-target`); by default every protocol the service has a payload for in
+`loadtests/payloads/` (tfserving needs `<service>.tfserving.json`). Each option also reads an
 environment variable (LOADTEST_SERVICE, LOADTEST_PROTOCOLS, ...). With `--slo FILE` the run's
 totals are checked against the service's SLOs when Locust quits, and a violation makes the
 exit status 1.
-
-TF Serving's gRPC PredictionService is not load-tested yet: the TensorFlow backend does not
-exist. Add its user next to grpc_user.py when it does.
 """
 
 from __future__ import annotations
@@ -31,7 +29,8 @@ from locust.runners import Runner
 from gateway.loadtest import available_protocols, parse_protocols
 from gateway.slo import Measured, evaluate, format_table, load_slo_file
 from loadtests import shapes
-from loadtests.grpc_user import GrpcV2User, import_stubs
+from loadtests.bodies import tfserving_body
+from loadtests.grpc_user import GrpcV2User, TFServingUser, import_stubs
 from loadtests.users import V1User, V2BinaryUser, V2User
 
 USERS: dict[str, type[User]] = {
@@ -39,6 +38,7 @@ USERS: dict[str, type[User]] = {
     "v2": V2User,
     "v2-binary": V2BinaryUser,
     "grpc": GrpcV2User,
+    "tfserving": TFServingUser,
 }
 logger = logging.getLogger("loadtests")
 
@@ -49,9 +49,10 @@ def _add_options(parser: LocustArgumentParser) -> None:
     group.add_argument("--service", env_var="LOADTEST_SERVICE", default="sklearn-iris",
                        help="the InferenceService to load")
     group.add_argument("--protocols", env_var="LOADTEST_PROTOCOLS", default="",
-                       help="comma-separated: v1,v2,v2-binary,grpc (default: all with payloads)")
+                       help="comma-separated: v1,v2,v2-binary,grpc,tfserving "
+                            "(default: all with payloads)")
     group.add_argument("--grpc-target", env_var="LOADTEST_GRPC_TARGET", default="127.0.0.1:8081",
-                       help="HOST:PORT of the v2 gRPC endpoint")
+                       help="HOST:PORT of the gRPC endpoint (v2 and TF Serving)")
     group.add_argument("--shape", env_var="LOADTEST_SHAPE", default="",
                        choices=["", *shapes.SHAPES],
                        help="step: users in steps; ramp: linear to -u over -t (default: constant)")
@@ -78,6 +79,8 @@ def _configure(environment: Environment, runner: Runner | None = None, **_: Any)
     environment.user_classes[:] = selected
     if GrpcV2User in selected:
         import_stubs()  # ~2 s of imports: before the users start, not inside the measured run
+    if TFServingUser in selected:
+        tfserving_body(options.service)  # a bad payload file fails here, not in every user
     # gevent's clock is cached since the hub started; after the slow imports above it is
     # seconds behind, and Locust's `-t` timer (gevent.spawn_later) would end the run early.
     gevent.get_hub().loop.update_now()

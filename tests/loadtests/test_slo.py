@@ -34,7 +34,7 @@ def write(tmp_path: Path, text: str, name: str = "slo.yaml") -> Path:
 
 def test_committed_slo_file_covers_the_demo_services() -> None:
     slos = load_slo_file(LOADTESTS / "slo.yaml")
-    for service in ("sklearn-iris", "iris-classifier"):
+    for service in ("sklearn-iris", "iris-classifier", "tf-digits"):
         assert slos.for_service(service).max_error_ratio <= 0.01
         assert available_protocols(service)
 
@@ -162,6 +162,7 @@ def test_bad_or_unbounded_durations_are_refused(text: str) -> None:
 
 def test_protocols() -> None:
     assert parse_protocols("v1, grpc,v1") == ["v1", "grpc"]
+    assert parse_protocols("tfserving") == ["tfserving"]
     with pytest.raises(argparse.ArgumentTypeError, match="http"):
         parse_protocols("v1,http")
 
@@ -171,6 +172,7 @@ def test_protocols() -> None:
     [
         (["loadtest", "nope"], "no SLOs for service 'nope'"),
         (["loadtest", "iris-classifier", "--protocols", "grpc"], "no payload for grpc"),
+        (["loadtest", "sklearn-iris", "--protocols", "v1,tfserving"], "no payload for tfserving"),
     ],
 )
 def test_loadtest_config_errors_exit_2(
