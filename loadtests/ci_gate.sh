@@ -11,11 +11,11 @@ BIN=.venv/bin
 MODELS=${MODELS:-models}
 DURATION=${LOADTEST_DURATION:-15s}
 USERS=${LOADTEST_USERS:-8}
-SERVICES=(sklearn-iris iris-classifier)
+SERVICES=(sklearn-iris iris-classifier tf-digits)
 LOG=loadtests/reports/ci_gate_up.log
 mkdir -p loadtests/reports
 
-if [[ ! -d "$MODELS/iris" ]]; then
+if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" ]]; then
     "$BIN/modelserve" build-models --out "$MODELS"
 fi
 
@@ -51,7 +51,7 @@ ready() {
     "$BIN/python" -c 'import sys, httpx; sys.exit(httpx.get(sys.argv[1], timeout=1).status_code != 200)' \
         "$URL/v2/health/ready" 2>/dev/null
 }
-for _ in $(seq 120); do
+for _ in $(seq 360); do
     if ready; then break; fi
     if ! kill -0 "$UP_PID" 2>/dev/null; then
         echo "ci_gate: modelserve up exited early:" >&2; cat "$LOG" >&2; exit 1
@@ -59,7 +59,7 @@ for _ in $(seq 120); do
     sleep 0.5
 done
 if ! ready; then
-    echo "ci_gate: platform not ready after 60 s:" >&2; cat "$LOG" >&2; exit 1
+    echo "ci_gate: platform not ready after 180 s:" >&2; cat "$LOG" >&2; exit 1
 fi
 
 failed=()
