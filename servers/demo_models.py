@@ -161,12 +161,23 @@ def _set_method_names(path: Path, methods: dict[str, str]) -> None:
 def build_all(out: Path) -> list[Path]:
     """Build every demo model under `out`; returns the model directories.
 
-    The TensorFlow model needs the `tensorflow` extra; without it, it is skipped with a warning.
+    The TensorFlow model needs the `tensorflow` extra and its ONNX export for Triton the
+    `triton` extra; without them they are skipped with a warning.
     """
     built = [build_iris(out)]
-    if tensorflow_available():
-        built.append(build_digits_tf(out))
-    else:
-        log.warning("tensorflow is not installed: skipping %s (pip install '.[tensorflow]')",
-                    DIGITS_TF)
+    if not tensorflow_available():
+        log.warning("tensorflow is not installed: skipping %s and the Triton repository "
+                    "(pip install '.[tensorflow,triton]')", DIGITS_TF)
+        return built
+    built.append(build_digits_tf(out))
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        log.warning("tf2onnx/onnxruntime are not installed: skipping the Triton repository "
+                    "(pip install '.[triton]')")
+        return built
+    from servers.triton.demo import build_digits_onnx
+
+    built.append(build_digits_onnx(out))
     return built

@@ -8,7 +8,10 @@ played by a process that speaks the same protocols on the same paths:
 - `kserve-tensorflow-serving` (`tensorflow_model_server`: TF Serving's REST predict API and
   gRPC PredictionService) is played by `python -m servers.tensorflow`, which serves both on
   the same paths (and v2 besides);
-- `kserve-sklearnserver` (KServe's sklearn server) by `python -m servers.sklearn`.
+- `kserve-sklearnserver` (KServe's sklearn server) by `python -m servers.sklearn`;
+- `kserve-tritonserver` (NVIDIA's `tritonserver` on the model repository) by
+  `python -m servers.triton.tritonserver`: the real tritonserver of the `nvidia-pytriton`
+  wheel, on CPU (GPU resources in the manifest are ignored here).
 
 A runtime must be named when several could serve the format: which one a cluster picks
 depends on the priorities of the runtimes installed there.
@@ -42,6 +45,8 @@ class LocalRuntime:
     name: str
     formats: tuple[str, ...]  # modelFormat names it serves
     command: tuple[str, ...]
+    # The runtime's own args, as its ServingRuntime gives them (`{name}`: the service's name).
+    args: tuple[str, ...] = ("--model_name={name}", f"--model_dir={MOUNT_PATH}")
 
 
 LOCAL_RUNTIMES: dict[str, LocalRuntime] = {
@@ -56,6 +61,13 @@ LOCAL_RUNTIMES: dict[str, LocalRuntime] = {
             "kserve-sklearnserver",
             ("sklearn",),
             ("python", "-m", "servers.sklearn"),
+        ),
+        LocalRuntime(
+            "kserve-tritonserver",
+            ("tensorrt", "onnx", "triton", "tensorflow", "pytorch"),
+            ("python", "-m", "servers.triton.tritonserver"),
+            # `tritonserver --model-store=/mnt/models`: no model name, the repository's stand.
+            (f"--model_dir={MOUNT_PATH}",),
         ),
     )
 }
@@ -97,7 +109,7 @@ def container_for(model_name: str, model: ModelSpec) -> Container:
     return Container(
         name="kserve-container",
         command=list(runtime.command),
-        args=[f"--model_name={model_name}", f"--model_dir={MOUNT_PATH}", *model.args],
+        args=[*(arg.format(name=model_name) for arg in runtime.args), *model.args],
         env=env,
         resources=model.resources,
     )

@@ -80,3 +80,18 @@ def test_runtimes_that_cannot_run_here_are_named(
     manifest.write_text(isvc.model_dump_json())
     with pytest.raises(ManifestError, match=r"spec\.predictor\.model\.runtime"):
         load_manifests([manifest])
+
+
+def test_triton_runtime_serves_the_repository_names_like_kserve(tmp_path: Path) -> None:
+    [isvc] = load_manifests([ROOT / "inferenceservices" / "digits-classifier.yaml"])
+    predictor, transformer = plan_service(isvc, tmp_path, ports())
+    assert predictor.argv[:3] == (sys.executable, "-m", "servers.triton.tritonserver")
+    # KServe's Triton runtime passes no model name: Triton serves the repository's names.
+    assert dict(parse_args(list(predictor.argv[3:]))) == {
+        "--model_dir": str(tmp_path.resolve() / "triton"),
+        "--http_port": "42000",
+        "--grpc_port": "42001",
+    }
+    transformer_flags = dict(parse_args(list(transformer.argv[3:])))
+    assert transformer_flags["--predictor_host"] == "127.0.0.1:42001"  # grpc-v2
+    assert transformer_flags["--model_name"] == "digits-classifier"

@@ -1,0 +1,218 @@
+"""The digits classifier as ONNX, in two Triton model repositories (CPU here, GPU in a cluster).
+
+`build_digits_onnx(out)` converts the Keras digits SavedModel (`out/digits-tf/1/`, built if
+missing) to ONNX with tf2onnx, checks that ONNX Runtime answers what TensorFlow answers, and
+writes:
+
+    out/triton/                       the CPU repository `modelserve up` and the tests serve
+      metadata.json                   the image transformer's convention (labels, image, input)
+      triton-digits/config.pbtxt      python backend, dynamic batching, KIND_CPU
+      triton-digits/1/model.py        runs model.onnx in ONNX Runtime (= triton/onnx_model.py)
+      triton-digits/1/model.onnx
+      digits-classifier/...           the same model under the other service's name
+    out/triton-gpu/                   the same models for a cluster's Triton (NVIDIA's image)
+      metadata.json
+      triton-digits/config.pbtxt      onnxruntime_onnx + TensorRT execution accelerator, KIND_GPU
+      triton-digits/1/model.onnx
+      digits-classifier/...
+      digits-trt.config.pbtxt         the config of a tensorrt_plan variant (model.plan via trtexec)
+      README.md                       the trtexec steps
+
+Triton serves models by their repository names and KServe's Triton runtime renames nothing,
+while a KServe client (and a transformer) calls the model by the InferenceService's name. So
+the model is written once per service that serves it: `triton-digits` and `digits-classifier`
+(whose transformer asks its predictor for its own name), identical but for the name.
+
+Input `images` FP32 [N, 8, 8] (pixels 0..16), outputs `probabilities` FP32 [N, 10] and
+`digit` INT64 [N, 1]: Triton wants at least one dim per batched tensor, so the model's [N] is
+declared `dims: [1]` with `reshape: []` and clients see [N, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servers.demo_models import DIGITS_METADATA, DIGITS_TF
+from servers.triton.repository import TensorConfig, model_config
+
+__all__ = [
+    "DIGITS_INPUT",
+    "DIGITS_MODEL",
+    "DIGITS_MODELS",
+    "TRITON_GPU_REPOSITORY",
+    "TRITON_REPOSITORY",
+    "build_digits_onnx",
+    "export_onnx",
+]
+
+TRITON_REPOSITORY = "triton"
+TRITON_GPU_REPOSITORY = "triton-gpu"
+# One model per service that serves it (see above); the first is the plain Triton service's.
+DIGITS_MODELS = ("triton-digits", "digits-classifier")
+DIGITS_MODEL = DIGITS_MODELS[0]
+DIGITS_INPUT = "images"
+ONNX_FILE = "model.onnx"
+OPSET = 17  # what TensorRT 10 and Triton 24.x's ONNX Runtime both take
+MAX_BATCH_SIZE = 64
+_PYTHON_MODEL = Path(__file__).with_name("onnx_model.py")
+
+_INPUTS = [TensorConfig(DIGITS_INPUT, "TYPE_FP32", [8, 8])]
+_OUTPUTS = [
+    TensorConfig("probabilities", "TYPE_FP32", [10]),
+    TensorConfig("digit", "TYPE_INT64", [1], reshape=[]),
+]
+
+# ONNX Runtime's TensorRT execution provider inside Triton's onnxruntime backend: TensorRT
+# builds the engine on first load (cached), ONNX Runtime runs what TensorRT cannot.
+_TENSORRT_ACCELERATOR = """
+optimization {
+  execution_accelerators {
+    gpu_execution_accelerator: [
+      {
+        name: "tensorrt"
+        parameters { key: "precision_mode" value: "FP32" }
+        parameters { key: "max_workspace_size_bytes" value: "1073741824" }
+        parameters { key: "trt_engine_cache_enable" value: "1" }
+        parameters { key: "trt_engine_cache_path" value: "/tmp/triton-trt-cache" }
+      }
+    ]
+  }
+}
+"""
+
+_GPU_README = """\
+# The digits classifier on a GPU Triton
+
+`triton-digits/` (and `digits-classifier/`, the same model under the name of the service whose
+transformer calls it) runs `model.onnx` on Triton's `onnxruntime_onnx` platform with the
+TensorRT execution accelerator: no build step, TensorRT compiles the engine when the model
+loads.
+
+For a native TensorRT plan (`platform: "tensorrt_plan"`), build the engine on the GPU model and
+with the TensorRT version of the Triton that will serve it (Triton 24.10 = TensorRT 10.5),
+in NVIDIA's TensorRT container:
+
+    docker run --gpus all --rm -v $PWD:/repo -w /repo nvcr.io/nvidia/tensorrt:24.10-py3 \\
+      trtexec --onnx=triton-digits/1/model.onnx --saveEngine=model.plan \\
+        --minShapes=images:1x8x8 --optShapes=images:16x8x8 --maxShapes=images:64x8x8
+    mkdir -p digits-trt/1 && mv model.plan digits-trt/1/model.plan
+    cp digits-trt.config.pbtxt digits-trt/config.pbtxt
+
+Then serve and check it:
+
+    docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -v $PWD:/models \\
+      nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models
+    curl localhost:8000/v2/models/digits-trt      # inputs/outputs as triton-digits'
+    perf_analyzer -m digits-trt -b 16 --concurrency-range 1:16
+
+The max batch size of the engine (64) must be at least the config's `max_batch_size`.
+"""
+
+
+def export_onnx(saved_model: Path, target: Path) -> Path:
+    """Convert the digits SavedModel's `serving_default` signature to ONNX at `target`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tf2onnx
+
+    loaded = tf.saved_model.load(str(saved_model))
+    signature = loaded.signatures["serving_default"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8], tf.float32, name=DIGITS_INPUT)])
+    def serve(images: Any) -> dict[str, Any]:
+        return dict(signature(images=images))
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                             opset=OPSET)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(proto.SerializeToString())
+    _check_against_tensorflow(target, signature)
+    return target
+
+
+def _check_against_tensorflow(onnx_file: Path, signature: Any) -> None:
+    """ONNX Runtime must answer what TensorFlow answers on the whole digits set."""
+    import onnxruntime as ort
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images.astype(np.float32)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    probabilities, digit = session.run(["probabilities", "digit"], {DIGITS_INPUT: images})
+    expected = signature(images=tf.constant(images))
+    gap = float(np.abs(probabilities - expected["probabilities"].numpy()).max())
+    if gap > 1e-4 or not np.array_equal(digit, expected["digit"].numpy()):
+        raise RuntimeError(f"{onnx_file}: ONNX Runtime disagrees with TensorFlow (gap {gap:g})")
+
+
+def _write_metadata(repository: Path, extra: dict[str, Any]) -> None:
+    metadata = {**DIGITS_METADATA, "models": list(DIGITS_MODELS), **extra}
+    (repository / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+
+
+def build_digits_onnx(out: Path) -> Path:
+    """Export the digits classifier to ONNX and write `out/triton/` and `out/triton-gpu/`;
+    returns the CPU repository."""
+    saved_model = out / DIGITS_TF / "1"
+    if not (saved_model / "saved_model.pb").is_file():
+        from servers.demo_models import build_digits_tf
+
+        build_digits_tf(out)
+    cpu = out / TRITON_REPOSITORY
+    gpu = out / TRITON_GPU_REPOSITORY
+    for repository in (cpu, gpu):
+        shutil.rmtree(repository, ignore_errors=True)
+    onnx_file = export_onnx(saved_model, out / DIGITS_TF / ONNX_FILE)
+    for name in DIGITS_MODELS:
+        (cpu / name / "1").mkdir(parents=True)
+        shutil.copyfile(onnx_file, cpu / name / "1" / ONNX_FILE)
+        shutil.copyfile(_PYTHON_MODEL, cpu / name / "1" / "model.py")
+        (cpu / name / "config.pbtxt").write_text(
+            model_config(
+                name,
+                backend="python",
+                inputs=_INPUTS,
+                outputs=_OUTPUTS,
+                max_batch_size=MAX_BATCH_SIZE,
+                instance_kind="KIND_CPU",
+                extra='parameters { key: "onnx_file" value: { string_value: "model.onnx" } }',
+            )
+        )
+        (gpu / name / "1").mkdir(parents=True)
+        shutil.copyfile(onnx_file, gpu / name / "1" / ONNX_FILE)
+        (gpu / name / "config.pbtxt").write_text(
+            model_config(
+                name,
+                platform="onnxruntime_onnx",
+                inputs=_INPUTS,
+                outputs=_OUTPUTS,
+                max_batch_size=MAX_BATCH_SIZE,
+                instance_kind="KIND_GPU",
+                max_queue_delay_us=100,
+                preferred_batch_sizes=[16, 64],
+                extra=_TENSORRT_ACCELERATOR,
+            )
+        )
+    _write_metadata(cpu, {"backend": "python (ONNX Runtime, CPU)"})
+
+    (gpu / "digits-trt.config.pbtxt").write_text(
+        model_config(
+            "digits-trt",
+            platform="tensorrt_plan",
+            inputs=_INPUTS,
+            outputs=_OUTPUTS,
+            max_batch_size=MAX_BATCH_SIZE,
+            instance_kind="KIND_GPU",
+            max_queue_delay_us=100,
+            preferred_batch_sizes=[16, 64],
+        )
+    )
+    (gpu / "README.md").write_text(_GPU_README)
+    _write_metadata(gpu, {"backend": "onnxruntime_onnx + TensorRT (GPU)"})
+    return cpu
