@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -51,3 +53,42 @@ def test_v1_through_the_gateway_names_the_revision(platform: Platform) -> None:
     bad = httpx.post(f"{platform.url}/v1/models/tf-digits:predict", json={"instances": [[1.0]]})
     assert bad.status_code == 400
     assert "rank" in bad.json()["error"]
+
+
+def test_tf_serving_stub_through_the_gateway_equals_the_saved_model(
+    platform: Platform, digits_tf_dir: Path
+) -> None:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc as tfs_grpc
+
+    direct = tf.saved_model.load(str(digits_tf_dir / "1")).signatures["serving_default"]
+    expected = {k: v.numpy() for k, v in direct(images=tf.constant(IMAGES)).items()}
+    with grpc.insecure_channel(platform.grpc_target) as channel:
+        stub = tfs_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "tf-digits"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(IMAGES))
+        response = stub.Predict(request, timeout=30)
+        assert response.model_spec.name == "tf-digits"
+        assert response.model_spec.version.value == 1
+        np.testing.assert_array_equal(tf.make_ndarray(response.outputs["digit"]),
+                                      expected["digit"])
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["probabilities"]),
+                                   expected["probabilities"], rtol=1e-6)
+
+        metadata = stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=request.model_spec, metadata_field=["signature_def"]), timeout=30)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        metadata.metadata["signature_def"].Unpack(signatures)
+        assert set(signatures.signature_def) == {"serving_default", "classify", "regress"}
+        assert list(signatures.signature_def["serving_default"].inputs) == ["images"]
+
+        request.model_spec.name = "no-such-model"
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.Predict(request, timeout=30)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "Servable not found for request: Latest(no-such-model)" in (
+            missing.value.details() or ""
+        )
