@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv run test lint build-models bench bench-tf bench-peers clean
+.PHONY: install triton-venv run test lint build-models bench bench-tf bench-triton bench-peers clean
 
 install: $(STAMP) triton-venv
 
@@ -37,6 +37,9 @@ bench: install
 
 bench-tf: install
 	$(BIN)/python loadtests/bench_tensorflow.py --markdown
+
+bench-triton: install
+	$(BIN)/python loadtests/bench_triton.py --markdown
 
 bench-peers: install
 	$(BIN)/python loadtests/bench_peers.py --markdown
