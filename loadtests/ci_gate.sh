@@ -9,13 +9,13 @@ cd "$(dirname "$0")/.."
 
 BIN=.venv/bin
 MODELS=${MODELS:-models}
-DURATION=${LOADTEST_DURATION:-15s}
+DURATION=${LOADTEST_DURATION:-10s}
 USERS=${LOADTEST_USERS:-8}
-SERVICES=(sklearn-iris iris-classifier tf-digits)
+SERVICES=(sklearn-iris iris-classifier tf-digits triton-digits digits-classifier)
 LOG=loadtests/reports/ci_gate_up.log
 mkdir -p loadtests/reports
 
-if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" ]]; then
+if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" || ! -d "$MODELS/triton" ]]; then
     "$BIN/modelserve" build-models --out "$MODELS"
 fi
 
