@@ -117,3 +117,19 @@ def test_predictor_over_v2_rest_too(
         assert response.json() == {"predictions": LABELS}
         bad = httpx.post(url, json={"instances": [{"sepal_length": 1.0}]})
         assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "INT32", "FP64"])
+def test_v2_one_matrix_of_any_numeric_datatype(
+    tabular_server: ServerProcess, datatype: str
+) -> None:
+    rows = np.array(ROWS).round().astype(int) if datatype == "INT32" else np.array(ROWS)
+    body = {"inputs": [{"name": "x", "datatype": datatype, "shape": [len(ROWS), 4],
+                        "data": rows.ravel().tolist()}]}
+    response = httpx.post(f"{tabular_server.http_url}/v2/models/sklearn-iris/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["outputs"][0]["data"]) == len(ROWS)
+    bad = {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 4],
+                       "data": ["a", "b", "c", "d"]}]}
+    refused = httpx.post(f"{tabular_server.http_url}/v2/models/sklearn-iris/infer", json=bad)
+    assert refused.status_code == 400 and "numeric" in refused.json()["error"]

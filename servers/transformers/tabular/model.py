@@ -87,6 +87,9 @@ class TabularTransformer(kserve.Model):
                 raise InvalidInput(
                     f"input '{name}' must have shape [batch, {len(self.feature_names)}]"
                 )
+            if matrix.dtype.kind not in "iuf":
+                raise InvalidInput(f"input '{name}' must be numeric")
+            matrix = matrix.astype(np.float64)  # the predictor's input is FP64
         else:
             raise InvalidInput(
                 f"send one tensor per feature {self.feature_names}, or one [batch, "
