@@ -1,8 +1,8 @@
-"""The digits classifier as ONNX, in two Triton model repositories (CPU here, GPU in a cluster).
+"""The demo classifiers as ONNX, in two Triton model repositories (CPU here, GPU in a cluster).
 
 `build_digits_onnx(out)` converts the Keras digits SavedModel (`out/digits-tf/1/`, built if
-missing) to ONNX with tf2onnx, checks that ONNX Runtime answers what TensorFlow answers, and
-writes:
+missing) to ONNX with tf2onnx, checks that ONNX Runtime answers what TensorFlow answers, adds
+the iris classifier (`add_iris_onnx`, below), and writes:
 
     out/triton/                       the CPU repository `modelserve up` and the tests serve
       metadata.json                   the image transformer's convention (labels, image, input)
@@ -10,11 +10,15 @@ writes:
       triton-digits/1/model.py        runs model.onnx in ONNX Runtime (= triton/onnx_model.py)
       triton-digits/1/model.onnx
       digits-classifier/...           the same model under the other service's name
+      iris-classifier/config.pbtxt    the iris LogisticRegression (skl2onnx), same python backend
+      iris-classifier/1/model.py
+      iris-classifier/1/model.onnx
     out/triton-gpu/                   the same models for a cluster's Triton (NVIDIA's image)
       metadata.json
       triton-digits/config.pbtxt      onnxruntime_onnx + TensorRT execution accelerator, KIND_GPU
       triton-digits/1/model.onnx
       digits-classifier/...
+      iris-classifier/...             onnxruntime_onnx, KIND_CPU (too small for a GPU)
       digits-trt.config.pbtxt         the config of a tensorrt_plan variant (model.plan via trtexec)
       README.md                       the trtexec steps
 
@@ -26,11 +30,19 @@ the model is written once per service that serves it: `triton-digits` and `digit
 Input `images` FP32 [N, 8, 8] (pixels 0..16), outputs `probabilities` FP32 [N, 10] and
 `digit` INT64 [N, 1]: Triton wants at least one dim per batched tensor, so the model's [N] is
 declared `dims: [1]` with `reshape: []` and clients see [N, 1].
+
+`iris-classifier` is the iris LogisticRegression (`out/iris/model.joblib`, built if missing)
+converted with skl2onnx and checked against scikit-learn on the 150 iris rows: what the tabular
+transformer of the `iris-classifier` service sends and reads, input `input-0` FP64 [N, 4],
+outputs `predict` INT64 [N, 1] (class ids; [N] declared as above) and `predict_proba` FP64
+[N, 3], named as the sklearn predictor's v2 outputs. It needs the `skl2onnx` of the `triton`
+extra; without it the repositories hold only the digits models (with a warning).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -38,18 +50,25 @@ from typing import Any
 
 import numpy as np
 
-from servers.demo_models import DIGITS_METADATA, DIGITS_TF
+from servers.demo_models import DIGITS_METADATA, DIGITS_TF, IRIS_FEATURES
 from servers.triton.repository import TensorConfig, model_config
 
 __all__ = [
     "DIGITS_INPUT",
     "DIGITS_MODEL",
     "DIGITS_MODELS",
+    "IRIS_INPUT",
+    "IRIS_MODEL",
+    "IRIS_OUTPUT",
     "TRITON_GPU_REPOSITORY",
     "TRITON_REPOSITORY",
+    "add_iris_onnx",
     "build_digits_onnx",
+    "export_iris_onnx",
     "export_onnx",
 ]
+
+log = logging.getLogger("modelserve.models")
 
 TRITON_REPOSITORY = "triton"
 TRITON_GPU_REPOSITORY = "triton-gpu"
@@ -61,11 +80,25 @@ ONNX_FILE = "model.onnx"
 OPSET = 17  # what TensorRT 10 and Triton 24.x's ONNX Runtime both take
 MAX_BATCH_SIZE = 64
 _PYTHON_MODEL = Path(__file__).with_name("onnx_model.py")
+_ONNX_FILE_PARAMETER = 'parameters { key: "onnx_file" value: { string_value: "model.onnx" } }'
 
 _INPUTS = [TensorConfig(DIGITS_INPUT, "TYPE_FP32", [8, 8])]
 _OUTPUTS = [
     TensorConfig("probabilities", "TYPE_FP32", [10]),
     TensorConfig("digit", "TYPE_INT64", [1], reshape=[]),
+]
+
+# The iris classifier, named as the service whose tabular transformer calls it, with the
+# tensors that transformer sends and reads (servers/transformers/tabular/model.py).
+IRIS_MODEL = "iris-classifier"
+IRIS_INPUT = "input-0"
+IRIS_OUTPUT = "predict"
+IRIS_PROBABILITIES = "predict_proba"
+_IRIS_CLASSES = 3
+_IRIS_INPUTS = [TensorConfig(IRIS_INPUT, "TYPE_FP64", [len(IRIS_FEATURES)])]
+_IRIS_OUTPUTS = [
+    TensorConfig(IRIS_OUTPUT, "TYPE_INT64", [1], reshape=[]),
+    TensorConfig(IRIS_PROBABILITIES, "TYPE_FP64", [_IRIS_CLASSES]),
 ]
 
 # ONNX Runtime's TensorRT execution provider inside Triton's onnxruntime backend: TensorRT
@@ -181,7 +214,7 @@ def build_digits_onnx(out: Path) -> Path:
                 outputs=_OUTPUTS,
                 max_batch_size=MAX_BATCH_SIZE,
                 instance_kind="KIND_CPU",
-                extra='parameters { key: "onnx_file" value: { string_value: "model.onnx" } }',
+                extra=_ONNX_FILE_PARAMETER,
             )
         )
         (gpu / name / "1").mkdir(parents=True)
@@ -215,4 +248,102 @@ def build_digits_onnx(out: Path) -> Path:
     )
     (gpu / "README.md").write_text(_GPU_README)
     _write_metadata(gpu, {"backend": "onnxruntime_onnx + TensorRT (GPU)"})
+    try:
+        import skl2onnx  # noqa: F401
+    except ImportError:
+        log.warning("skl2onnx is not installed: the Triton repositories hold no %s "
+                    "(pip install '.[triton]')", IRIS_MODEL)
+    else:
+        add_iris_onnx(out)
+    return cpu
+
+
+# -- the iris classifier, for the tabular transformer ------------------------------------------
+def export_iris_onnx(model_file: Path, target: Path) -> Path:
+    """Convert the iris LogisticRegression at `model_file` to ONNX at `target`: input
+    `input-0` double [N, 4], outputs `predict` int64 [N] and `predict_proba` double [N, 3]."""
+    import joblib
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    estimator = joblib.load(model_file)
+    proto = to_onnx(
+        estimator,
+        initial_types=[(IRIS_INPUT, DoubleTensorType([None, len(IRIS_FEATURES)]))],
+        options={id(estimator): {"zipmap": False}},  # probabilities as a tensor, not maps
+        target_opset={"": OPSET, "ai.onnx.ml": 3},
+    )
+    # skl2onnx names the tensors `input_0` (it sanitizes names), `label`, `probabilities`.
+    _rename_tensors(proto.graph, {
+        proto.graph.input[0].name: IRIS_INPUT,
+        "label": IRIS_OUTPUT,
+        "probabilities": IRIS_PROBABILITIES,
+    })
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(proto.SerializeToString())
+    _check_against_sklearn(target, estimator)
+    return target
+
+
+def _rename_tensors(graph: Any, names: dict[str, str]) -> None:
+    """Rename tensors of an ONNX graph everywhere they appear."""
+    for value in [*graph.input, *graph.output]:
+        value.name = names.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+
+
+def _check_against_sklearn(onnx_file: Path, estimator: Any) -> None:
+    """ONNX Runtime must predict what scikit-learn predicts on the whole iris set."""
+    import onnxruntime as ort
+    from sklearn.datasets import load_iris
+
+    rows = load_iris().data.astype(np.float64)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run([IRIS_OUTPUT, IRIS_PROBABILITIES], {IRIS_INPUT: rows})
+    gap = float(np.abs(probabilities - estimator.predict_proba(rows)).max())
+    if gap > 1e-6 or not np.array_equal(labels, estimator.predict(rows)):
+        raise RuntimeError(f"{onnx_file}: ONNX Runtime disagrees with scikit-learn (gap {gap:g})")
+
+
+def add_iris_onnx(out: Path) -> Path:
+    """Export `out/iris/model.joblib` (built if missing) to ONNX and add it to `out/triton/`
+    and `out/triton-gpu/` as `iris-classifier`; returns the CPU model directory."""
+    model_file = out / "iris" / "model.joblib"
+    if not model_file.is_file():
+        from servers.demo_models import build_iris
+
+        build_iris(out)
+    cpu = out / TRITON_REPOSITORY / IRIS_MODEL
+    gpu = out / TRITON_GPU_REPOSITORY / IRIS_MODEL
+    for directory in (cpu, gpu):
+        shutil.rmtree(directory, ignore_errors=True)
+        (directory / "1").mkdir(parents=True)
+    onnx_file = export_iris_onnx(model_file, cpu / "1" / ONNX_FILE)
+    shutil.copyfile(_PYTHON_MODEL, cpu / "1" / "model.py")
+    (cpu / "config.pbtxt").write_text(
+        model_config(
+            IRIS_MODEL,
+            backend="python",
+            inputs=_IRIS_INPUTS,
+            outputs=_IRIS_OUTPUTS,
+            max_batch_size=MAX_BATCH_SIZE,
+            instance_kind="KIND_CPU",
+            extra=_ONNX_FILE_PARAMETER,
+        )
+    )
+    shutil.copyfile(onnx_file, gpu / "1" / ONNX_FILE)
+    # A 4x3 matrix product: a CPU instance, even in a GPU Triton (the ai.onnx.ml ops that
+    # skl2onnx emits have no CUDA kernels anyway).
+    (gpu / "config.pbtxt").write_text(
+        model_config(
+            IRIS_MODEL,
+            platform="onnxruntime_onnx",
+            inputs=_IRIS_INPUTS,
+            outputs=_IRIS_OUTPUTS,
+            max_batch_size=MAX_BATCH_SIZE,
+            instance_kind="KIND_CPU",
+        )
+    )
     return cpu
