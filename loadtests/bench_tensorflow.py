@@ -31,8 +31,6 @@ import asyncio
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,9 +52,10 @@ from sklearn.datasets import load_digits  # noqa: E402
 from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
+from loadtests.table import print_table, ratio  # noqa: E402
 from servers.demo_models import build_all  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
-from tests.support import free_port, run_server, wait_ready  # noqa: E402
+from tests.support import run_platform, run_server  # noqa: E402
 
 MODEL = "tf-digits"
 BATCH = 32
@@ -66,7 +65,6 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 REFERENCE = "v2 REST JSON"
 HOST = "127.0.0.1"
 DEADLINE_S = 60.0  # beyond warm-up + --seconds, for one load or one check
-READY_TIMEOUT_S = 180.0
 WARMUP_S = 2.0  # of unmeasured load on each server before the first protocol
 
 
@@ -292,25 +290,8 @@ def predictor_args(model_dir: Path) -> list[str]:
 @contextmanager
 def run_gateway(models_root: Path, logs: Path) -> Iterator[Endpoint]:
     """`modelserve up inferenceservices/tf-digits.yaml` on free ports, stopped with SIGTERM."""
-    port, grpc_port = free_port(), free_port()
-    log = logs / "modelserve_up_tf.log"
-    command = [str(Path(sys.executable).parent / "modelserve"), "up", str(MANIFEST),
-               "--host", HOST, "--port", str(port), "--grpc-port", str(grpc_port),
-               "--models-dir", str(models_root)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_ready(f"http://{HOST}:{port}/v2/models/{MODEL}/ready", process, log,
-                   READY_TIMEOUT_S)
-        yield Endpoint("gateway", port, grpc_port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with run_platform(models_root, logs, [MANIFEST]) as platform:
+        yield Endpoint("gateway", platform.port, platform.grpc_port)
 
 
 def reference_digits(model_dir: Path, images: np.ndarray) -> list[int]:
@@ -324,10 +305,6 @@ def reference_digits(model_dir: Path, images: np.ndarray) -> list[int]:
 # --- the table ----------------------------------------------------------------------------------
 
 
-def _ratio(result: LoadResult, reference: LoadResult | None) -> str:
-    if reference is None or not reference.rps:
-        return ""
-    return f"{result.rps / reference.rps:.2f}x"
 
 
 def table_rows(results: Results, client_cpu: ClientCPU) -> list[list[str]]:
@@ -340,7 +317,7 @@ def table_rows(results: Results, client_cpu: ClientCPU) -> list[list[str]]:
                 name, via, str(connections), f"{result.rps:.0f}", f"{result.rps * BATCH:.0f}",
                 f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
                 str(result.errors), f"{client_cpu.get((via, name, connections), 0):.2f}",
-                _ratio(result, same_via), _ratio(result, direct),
+                ratio(result, same_via), ratio(result, direct),
             ])
     return rows
 
@@ -350,18 +327,6 @@ HEADER = ["protocol", "via", "conns", "req/s", "images/s", "p50 ms", "p99 ms", "
           "vs v2 JSON", "vs direct"]
 
 
-def print_table(rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|---|---|" + "---:|" * (len(HEADER) - 2))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    for row in [HEADER, *rows]:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
-                 enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells).rstrip())
 
 
 def main() -> int:
@@ -399,7 +364,7 @@ def main() -> int:
     labelled = sum(int(a == b) for a, b in zip(expected, data.target[:BATCH], strict=True))
     print(f"\n{MODEL}: {BATCH} images per request ({labelled}/{BATCH} predicted as labelled), "
           f"{args.seconds:g} s per level after 1 s warm-up")
-    print_table(table_rows(results, client_cpu), args.markdown)
+    print_table(HEADER, table_rows(results, client_cpu), args.markdown)
     for (via, name), reason in failures.items():
         print(f"NOT MEASURED {via}: {name}: {reason}")
     empty = any(math.isnan(r.percentile(50)) for lv in results.values() for r in lv.values())

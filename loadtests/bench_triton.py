@@ -71,6 +71,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
+from loadtests.table import loadavg, print_table, ratio  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from servers.triton.demo import DIGITS_MODELS, TRITON_REPOSITORY  # noqa: E402
 from servers.triton.tritonserver import TritonServer  # noqa: E402
@@ -431,10 +432,6 @@ def run_async(work: Awaitable[None]) -> None:
 # --- the table -----------------------------------------------------------------------------------
 
 
-def _ratio(result: LoadResult, reference: LoadResult | None) -> str:
-    if reference is None or not reference.rps:
-        return ""
-    return f"{result.rps / reference.rps:.2f}x"
 
 
 def table_rows(run: Run, batch: int) -> list[list[str]]:
@@ -448,7 +445,7 @@ def table_rows(run: Run, batch: int) -> list[list[str]]:
                 via, name, str(connections), f"{result.rps:.0f}", f"{result.rps * batch:.0f}",
                 f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
                 str(result.errors), f"{run.client_cpu.get((via, name, connections), 0):.2f}",
-                _ratio(result, reference), _ratio(result, direct),
+                ratio(result, reference), ratio(result, direct),
             ])
     return rows
 
@@ -457,25 +454,8 @@ HEADER = ["path", "protocol", "conns", "req/s", "images/s", "p50 ms", "p99 ms", 
           "client cpu", "vs direct Triton HTTP JSON", "vs direct same protocol"]
 
 
-def print_table(rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|---|---|" + "---:|" * (len(HEADER) - 2))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    for row in [HEADER, *rows]:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
-                 enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells).rstrip())
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def main() -> int:
@@ -526,7 +506,7 @@ def main() -> int:
                 run_async(measure(run, TRANSFORMER, endpoint, TRANSFORMER_ROWS))
     print(f"\n{MODEL} on Triton (CPU): {args.batch} image(s) per request (digits "
           f"{''.join(run.bodies.expected)}); {args.seconds:g} s per level after 1 s warm-up")
-    print_table(table_rows(run, args.batch), args.markdown)
+    print_table(HEADER, table_rows(run, args.batch), args.markdown)
     print(f"load average (1/5/15 min): {load_before} before, {loadavg()} after")
     for (via, name), reason in run.failures.items():
         print(f"NOT MEASURED {via}: {name}: {reason}")

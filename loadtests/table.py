@@ -1,0 +1,39 @@
+"""The benchmarks' tables: ratios between measured results, and text or markdown output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadtests.httpload import LoadResult
+
+__all__ = ["loadavg", "print_table", "ratio"]
+
+
+def ratio(result: LoadResult, reference: LoadResult | None) -> str:
+    """`result`'s throughput as a multiple of `reference`'s ("" without a reference)."""
+    if reference is None or not reference.rps:
+        return ""
+    return f"{result.rps / reference.rps:.2f}x"
+
+
+def print_table(header: list[str], rows: list[list[str]], markdown: bool, left: int = 2) -> None:
+    """Rows under `header`, the first `left` columns left-aligned, the rest right-aligned."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * left + "---:|" * (len(header) - left))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [c.ljust(w) if i < left else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        print("  ".join(cells).rstrip())
+
+
+def loadavg() -> str:
+    """The machine's 1, 5 and 15 minute load averages, for the record beside a table."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
