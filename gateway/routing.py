@@ -54,13 +54,18 @@ class RoutingTable:
     domain: str = "example.com"
     _routes: dict[str, ServiceRoute] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random)
+    # Host name -> route, rebuilt on the first lookup after a change (reads are per request,
+    # writes per revision change).
+    _by_host: dict[str, ServiceRoute] | None = field(default=None, repr=False, compare=False)
 
     def update(self, route: ServiceRoute) -> None:
         """Add or replace a service's route."""
         self._routes[route.name] = route
+        self._by_host = None
 
     def remove(self, name: str) -> None:
         self._routes.pop(name, None)
+        self._by_host = None
 
     def get(self, name: str) -> ServiceRoute | None:
         """The route of the service called `name` (the model name in v1/v2 paths)."""
@@ -69,10 +74,13 @@ class RoutingTable:
     def resolve_host(self, host: str) -> ServiceRoute | None:
         """The route for a Host header `{name}.{namespace}.{domain}[:port]`, if any."""
         hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
-        for route in self._routes.values():
-            if hostname == route.host:
-                return route
-        return None
+        by_host = self._by_host
+        if by_host is None:
+            by_host = {}
+            for route in self._routes.values():
+                by_host.setdefault(route.host, route)  # the first of equal hosts, as before
+            self._by_host = by_host
+        return by_host.get(hostname)
 
     def routes(self) -> Iterable[ServiceRoute]:
         return list(self._routes.values())

@@ -11,8 +11,12 @@ so tests and embedders can build several gateways in one process.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -36,6 +40,26 @@ _BUCKETS = (
 )
 
 
+_IN_FLIGHT = "modelserve_gateway_requests_in_flight"
+_IN_FLIGHT_HELP = "Requests the gateway is forwarding right now, by service."
+
+
+class _InFlightGauge(Collector):
+    """The in-flight gauge, read from the counts at scrape time (no per-request gauge calls)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(_IN_FLIGHT, _IN_FLIGHT_HELP, labels=["service"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(_IN_FLIGHT, _IN_FLIGHT_HELP, labels=["service"])
+        for service, count in list(self._counts.items()):
+            family.add_metric([service], count)
+        return [family]
+
+
 class GatewayMetrics:
     """`modelserve_gateway_*` request metrics, and the in-flight counts the autoscaler reads."""
 
@@ -54,30 +78,34 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight_gauge = Gauge(
-            "modelserve_gateway_requests_in_flight",
-            "Requests the gateway is forwarding right now, by service.",
-            ["service"],
-            registry=self.registry,
-        )
-        # A plain mirror of the gauge: the concurrency statistic the autoscaler reads.
+        # The concurrency statistic the autoscaler reads, exported as the in-flight gauge.
         self._in_flight: dict[str, int] = {}
+        self.registry.register(_InFlightGauge(self._in_flight))
+        # The labelled children, looked up once: `labels()` validates and locks on every call.
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._histograms: dict[tuple[str, str], Histogram] = {}
 
     def started(self, service: str) -> None:
         """A request for `service` entered the gateway."""
         self._in_flight[service] = self._in_flight.get(service, 0) + 1
-        self.in_flight_gauge.labels(service).inc()
 
     def finished(self, service: str, protocol: str, code: str, seconds: float) -> None:
         """A request started with `started(service)` was answered with `code`."""
         self._in_flight[service] -= 1
-        self.in_flight_gauge.labels(service).dec()
         self.observe(service, protocol, code, seconds)
 
     def observe(self, service: str, protocol: str, code: str, seconds: float) -> None:
         """Count one answered request (also those that never reached a backend)."""
-        self.requests.labels(service, protocol, code).inc()
-        self.duration.labels(service, protocol).observe(seconds)
+        key = (service, protocol, code)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(service, protocol, code)
+        counter.inc()
+        histogram = self._histograms.get((service, protocol))
+        if histogram is None:
+            histogram = self.duration.labels(service, protocol)
+            self._histograms[(service, protocol)] = histogram
+        histogram.observe(seconds)
 
     def in_flight(self, service: str) -> int:
         """How many requests for `service` are being forwarded now."""

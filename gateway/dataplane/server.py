@@ -87,7 +87,12 @@ class GatewayServer:
             sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
         app = create_app(self.table, self.settings, self.metrics, self.admission)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        # proxy_headers off: uvicorn would otherwise take the client address from
+        # X-Forwarded-For for local peers (a header any client can write, and the rate
+        # limit's client without auth), building a dict of every request's headers to do so.
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+        )
         self._uvicorn = _Uvicorn(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         while not self._uvicorn.started:
