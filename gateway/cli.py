@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 from pydantic import ValidationError
 
 from gateway.controlplane.components import PlanError
@@ -144,7 +145,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): {exc.strerror}"
         )
     try:
-        return asyncio.run(_up(args, settings, sock))
+        # uvloop (a uvicorn[standard] dependency): 10-25 % less gateway CPU per request
+        # measured once the proxy itself was lean (py-spy; README "Benchmark").
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_up(args, settings, sock))
     except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
         return _error(str(exc))
     finally:
