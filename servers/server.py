@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "add_batching_flags",
     "batch_settings",
+    "predictor_config",
     "serve",
     "server_parser",
 ]
@@ -85,6 +86,23 @@ def batch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         return BatchSettings(args.max_batch_size, args.max_batch_latency_us, args.max_batch_queue)
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def predictor_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """A transformer's `kserve.PredictorConfig` from KServe's predictor flags (a usage error
+    without `--predictor_host`)."""
+    from kserve.predictor_config import PredictorConfig
+
+    if not args.predictor_host:
+        parser.error("--predictor_host is required")
+    return PredictorConfig(
+        predictor_host=args.predictor_host,
+        predictor_protocol=args.predictor_protocol,
+        predictor_use_ssl=args.predictor_use_ssl,
+        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+        predictor_request_retries=args.predictor_request_retries,
+        predictor_health_check=args.enable_predictor_health_check,
+    )
 
 
 def serve(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kserve.predictor_config import PredictorConfig
-
-from servers.server import serve, server_parser
+from servers.server import predictor_config, serve, server_parser
 from servers.transformers.image.model import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -38,19 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         help="Largest image accepted, in pixels (width x height), checked before decoding.",
     )
     args = parser.parse_args(argv)
-    if not args.predictor_host:
-        parser.error("--predictor_host is required")
     for flag in ("top_k", "max_image_bytes", "max_image_pixels"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
-    config = PredictorConfig(
-        predictor_host=args.predictor_host,
-        predictor_protocol=args.predictor_protocol,
-        predictor_use_ssl=args.predictor_use_ssl,
-        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
-        predictor_request_retries=args.predictor_request_retries,
-        predictor_health_check=args.enable_predictor_health_check,
-    )
+    config = predictor_config(parser, args)
     return serve(
         lambda: [
             ImageTransformer(

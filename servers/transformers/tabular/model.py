@@ -32,10 +32,17 @@ class TabularTransformer(kserve.Model):
     """Orders named features for a tabular predictor and names its predicted classes."""
 
     def __init__(self, name: str, model_dir: str, predictor_config: PredictorConfig) -> None:
-        super().__init__(name, predictor_config)
+        super().__init__(name)
+        self._predictor_config = predictor_config
         self.model_dir = model_dir
         self.feature_names: list[str] = []
         self.target_names: list[str] = []
+
+    @property
+    def predictor_config(self) -> PredictorConfig:
+        """The predictor this transformer calls (kserve's clients read it from here, rather
+        than from the server-wide setting)."""
+        return self._predictor_config
 
     def load(self) -> bool:
         # Only the metadata stored with the model is needed here, not the model itself.
