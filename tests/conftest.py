@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,28 @@ def tf_server(digits_tf_dir: Path, logs: Path) -> Iterator[ServerProcess]:
     args = ["--model_name=tf-digits", f"--model_dir={digits_tf_dir}", "--max_body_bytes=1048576"]
     with run_server("servers.tensorflow", args, logs) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def triton_install() -> Any:
+    """The Triton of `.venv-triton` (or $MODELSERVE_TRITON_HOME): missing is a failure, not a
+    skip (`make install` creates it)."""
+    from servers.triton.install import TritonNotInstalled, locate
+
+    try:
+        return locate()
+    except TritonNotInstalled as exc:
+        pytest.fail(f"the Triton tests need the Triton venv: {exc}")
+
+
+@pytest.fixture(scope="session")
+def triton_repository(models_root: Path) -> Path:
+    """`models/triton/`, the CPU repository `build_all` writes (digits ONNX and iris)."""
+    from servers.triton.demo import DIGITS_MODEL, IRIS_MODEL, TRITON_REPOSITORY
+
+    repository = models_root / TRITON_REPOSITORY
+    for model in (DIGITS_MODEL, IRIS_MODEL):
+        if not (repository / model / "config.pbtxt").is_file():
+            pytest.fail(f"{repository} lacks {model}: are the tensorflow and triton extras "
+                        "installed?")
+    return repository

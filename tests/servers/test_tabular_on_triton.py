@@ -25,10 +25,8 @@ from servers.triton.demo import (
     IRIS_MODEL,
     IRIS_OUTPUT,
     MAX_BATCH_SIZE,
-    TRITON_REPOSITORY,
-    add_iris_onnx,
 )
-from servers.triton.install import TritonInstall, TritonNotInstalled, locate
+from servers.triton.install import TritonInstall
 from servers.triton.tritonserver import TritonServer
 from tests.support import ServerProcess, run_server
 
@@ -44,22 +42,11 @@ def estimator(iris_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def repository(models_root: Path) -> Path:
-    """`models/triton/` with `iris-classifier` (added if `build_all` skipped the repository)."""
-    repository = models_root / TRITON_REPOSITORY
-    if not (repository / IRIS_MODEL / "config.pbtxt").is_file():
-        add_iris_onnx(models_root)
-    return repository
-
-
-@pytest.fixture(scope="module")
-def triton(repository: Path, logs: Path) -> Iterator[TritonServer]:
-    try:
-        install: TritonInstall = locate()
-    except TritonNotInstalled as exc:
-        pytest.fail(f"the Triton tests need the Triton venv: {exc}")
+def triton(
+    triton_repository: Path, triton_install: TritonInstall, logs: Path
+) -> Iterator[TritonServer]:
     with (logs / "tritonserver-iris.log").open("wb") as log:
-        with TritonServer(repository, install=install, log=log) as server:
+        with TritonServer(triton_repository, install=triton_install, log=log) as server:
             yield server
 
 
@@ -80,10 +67,12 @@ def _expected_labels(estimator: Any, rows: np.ndarray) -> list[str]:
     return [TARGET_NAMES[int(i)] for i in estimator.predict(rows)]
 
 
-def test_the_onnx_file_predicts_what_sklearn_predicts(repository: Path, estimator: Any) -> None:
+def test_the_onnx_file_predicts_what_sklearn_predicts(
+    triton_repository: Path, estimator: Any
+) -> None:
     import onnxruntime as ort
 
-    onnx_file = repository / IRIS_MODEL / "1" / "model.onnx"
+    onnx_file = triton_repository / IRIS_MODEL / "1" / "model.onnx"
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     (labels,) = session.run([IRIS_OUTPUT], {IRIS_INPUT: ROWS})
     assert labels.tolist() == estimator.predict(ROWS).tolist()

@@ -22,8 +22,8 @@ from kserve import InferenceGRPCClient, InferInput, InferRequest
 from sklearn.datasets import load_digits
 
 from servers.errors import ModelServeError
-from servers.triton.demo import DIGITS_MODEL, TRITON_REPOSITORY, build_digits_onnx
-from servers.triton.install import TritonInstall, TritonNotInstalled, locate
+from servers.triton.demo import DIGITS_MODEL
+from servers.triton.install import TritonInstall
 from servers.triton.model import TritonPredictor
 from servers.triton.tritonserver import TritonServer
 from tests.support import ROOT, ServerProcess, run_server, triton_grpc_infer
@@ -34,20 +34,11 @@ V2 = f"/v2/models/{NAME}/infer"
 
 
 @pytest.fixture(scope="module")
-def triton_install() -> TritonInstall:
-    try:
-        return locate()
-    except TritonNotInstalled as exc:
-        pytest.fail(f"the Triton tests need the Triton venv: {exc}")
-
-
-@pytest.fixture(scope="module")
-def triton(models_root: Path, triton_install: TritonInstall, logs: Path) -> Iterator[TritonServer]:
-    repository = models_root / TRITON_REPOSITORY
-    if not (repository / DIGITS_MODEL / "config.pbtxt").is_file():
-        build_digits_onnx(models_root)
+def triton(
+    triton_repository: Path, triton_install: TritonInstall, logs: Path
+) -> Iterator[TritonServer]:
     with (logs / "tritonserver-predictor.log").open("wb") as log:
-        with TritonServer(repository, install=triton_install, log=log) as server:
+        with TritonServer(triton_repository, install=triton_install, log=log) as server:
             yield server
 
 

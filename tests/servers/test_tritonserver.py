@@ -23,29 +23,11 @@ from sklearn.datasets import load_digits
 
 from servers.triton import install as install_module
 from servers.triton import tritonserver as ts
-from servers.triton.demo import DIGITS_MODEL, TRITON_REPOSITORY, build_digits_onnx
+from servers.triton.demo import DIGITS_MODEL
 from servers.triton.install import TritonInstall, TritonNotInstalled, locate
 from servers.triton.repository import RepositoryError
 from servers.triton.tritonserver import PortInUse, TritonServer, TritonStartError
 from tests.support import ROOT, run_server, triton_grpc_infer, wait_ready
-
-
-@pytest.fixture(scope="session")
-def triton_install() -> TritonInstall:
-    """The Triton of `.venv-triton` (or $MODELSERVE_TRITON_HOME): a failure, not a skip."""
-    try:
-        return locate()
-    except TritonNotInstalled as exc:
-        pytest.fail(f"the Triton tests need the Triton venv: {exc}")
-
-
-@pytest.fixture(scope="session")
-def triton_repository(models_root: Path) -> Path:
-    """`models/triton/`: the digits ONNX in a python-backend model (built if missing)."""
-    repository = models_root / TRITON_REPOSITORY
-    if not (repository / DIGITS_MODEL / "config.pbtxt").is_file():
-        build_digits_onnx(models_root)
-    return repository
 
 
 @pytest.fixture(scope="module")
