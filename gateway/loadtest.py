@@ -9,6 +9,7 @@ SLOs. Exit status: 0 all SLOs met, 1 an SLO violated (or Locust failed), 2 usage
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 import subprocess
 import sys
@@ -129,6 +130,19 @@ def _plan(args: argparse.Namespace) -> LoadPlan:
     )
 
 
+# The request name each protocol's Locust user reports, before the service name.
+_REQUEST_NAMES = {
+    "v1": "v1", "v2": "v2", "v2-binary": "v2-binary", "grpc": "ModelInfer", "tfserving": "Predict",
+}
+
+
+def _silent_protocols(stats_csv: Path, protocols: list[str]) -> list[str]:
+    """The protocols with no row in Locust's stats: their users never sent a request."""
+    with stats_csv.open(newline="") as handle:
+        names = {row.get("Name", "").split(" ", 1)[0] for row in csv.DictReader(handle)}
+    return [p for p in protocols if _REQUEST_NAMES.get(p, p) not in names]
+
+
 def _run_locust(plan: LoadPlan) -> int | None:
     """Run Locust; its exit status, or None when it overran its time."""
     plan.reports.mkdir(parents=True, exist_ok=True)
@@ -161,6 +175,12 @@ def run_loadtest(args: argparse.Namespace) -> int:
         measured = Measured.from_stats_csv(plan.reports / f"{plan.service}_stats.csv")
     except SLOError as exc:
         print(f"modelserve: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    silent = _silent_protocols(plan.reports / f"{plan.service}_stats.csv", plan.protocols)
+    if silent:
+        # A user whose on_start failed sends nothing and fails nothing: the run would pass.
+        print(f"modelserve: error: no requests were sent for {', '.join(silent)} (see Locust's "
+              "output above for why)", file=sys.stderr, flush=True)
         return 1
     checks = evaluate(slo, measured)
     print(f"{measured.requests} requests, {measured.failures} failed", flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ __all__ = [
     "tfserving_payload",
 ]
 
-# v2 datatypes with a fixed-size little-endian encoding (BYTES has none: not supported here).
+# v2 datatypes with a fixed-size little-endian encoding (BYTES: 4-byte length + bytes each).
 _DTYPES = {
     "BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
     "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
@@ -87,10 +88,15 @@ def raw_tensors(service: str) -> tuple[RawTensor, ...]:
     tensors = []
     for given in doc["inputs"]:
         datatype = given["datatype"]
-        if datatype not in _DTYPES:
+        if datatype == "BYTES":  # JSON strings are the elements' bytes (UTF-8)
+            raw = b"".join(
+                struct.pack("<I", len(e)) + e for e in (str(v).encode() for v in given["data"])
+            )
+        elif datatype in _DTYPES:
+            raw = np.asarray(given["data"], dtype=_DTYPES[datatype]).tobytes()
+        else:
             raise ValueError(f"{service}.v2.json: {given['name']}: no raw encoding for {datatype}")
-        array = np.asarray(given["data"], dtype=_DTYPES[datatype]).reshape(given["shape"])
-        tensors.append(RawTensor(given["name"], datatype, list(given["shape"]), array.tobytes()))
+        tensors.append(RawTensor(given["name"], datatype, list(given["shape"]), raw))
     return tuple(tensors)
 
 

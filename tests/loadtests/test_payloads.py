@@ -243,3 +243,27 @@ def test_locust_tfserving_user_sends_the_payload_and_reports_each_call(
     assert set(rows) == {"grpc Predict tf-digits", " Aggregated"}
     with servicer.lock:
         assert servicer.requests and set(servicer.requests) == {tfserving_body("tf-digits")}
+
+
+def test_bytes_payloads_have_a_raw_encoding_too() -> None:
+    """digits-classifier's v2 payload (PNGs as base64 text) for the binary and gRPC users."""
+    import struct
+
+    from loadtests.bodies import raw_tensors
+
+    doc = json.loads((LOADTESTS / "payloads" / "digits-classifier.v2.json").read_text())
+    [tensor] = raw_tensors("digits-classifier")
+    assert (tensor.name, tensor.datatype, tensor.shape) == ("image", "BYTES", [2])
+    first = doc["inputs"][0]["data"][0].encode()
+    assert tensor.raw.startswith(struct.pack("<I", len(first)) + first)
+
+
+def test_a_protocol_that_sent_nothing_is_named(tmp_path: Path) -> None:
+    from gateway.loadtest import _silent_protocols
+
+    stats = tmp_path / "svc_stats.csv"
+    stats.write_text("Type,Name,Request Count\nPOST,v1 svc,10\ngrpc,ModelInfer svc,4\n"
+                     ",Aggregated,14\n")
+    assert _silent_protocols(stats, ["v1", "v2-binary", "grpc", "tfserving"]) == [
+        "v2-binary", "tfserving"
+    ]
