@@ -189,6 +189,21 @@ def _write_metadata(repository: Path, extra: dict[str, Any]) -> None:
     (repository / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 
+def _gpu_config(name: str, platform: str, extra: str = "") -> str:
+    """A digits model's config for a GPU Triton: batches of up to 64, waiting 100 µs."""
+    return model_config(
+        name,
+        platform=platform,
+        inputs=_INPUTS,
+        outputs=_OUTPUTS,
+        max_batch_size=MAX_BATCH_SIZE,
+        instance_kind="KIND_GPU",
+        max_queue_delay_us=100,
+        preferred_batch_sizes=[16, 64],
+        extra=extra,
+    )
+
+
 def build_digits_onnx(out: Path) -> Path:
     """Export the digits classifier to ONNX and write `out/triton/` and `out/triton-gpu/`;
     returns the CPU repository."""
@@ -220,32 +235,11 @@ def build_digits_onnx(out: Path) -> Path:
         (gpu / name / "1").mkdir(parents=True)
         shutil.copyfile(onnx_file, gpu / name / "1" / ONNX_FILE)
         (gpu / name / "config.pbtxt").write_text(
-            model_config(
-                name,
-                platform="onnxruntime_onnx",
-                inputs=_INPUTS,
-                outputs=_OUTPUTS,
-                max_batch_size=MAX_BATCH_SIZE,
-                instance_kind="KIND_GPU",
-                max_queue_delay_us=100,
-                preferred_batch_sizes=[16, 64],
-                extra=_TENSORRT_ACCELERATOR,
-            )
+            _gpu_config(name, "onnxruntime_onnx", extra=_TENSORRT_ACCELERATOR)
         )
     _write_metadata(cpu, {"backend": "python (ONNX Runtime, CPU)"})
 
-    (gpu / "digits-trt.config.pbtxt").write_text(
-        model_config(
-            "digits-trt",
-            platform="tensorrt_plan",
-            inputs=_INPUTS,
-            outputs=_OUTPUTS,
-            max_batch_size=MAX_BATCH_SIZE,
-            instance_kind="KIND_GPU",
-            max_queue_delay_us=100,
-            preferred_batch_sizes=[16, 64],
-        )
-    )
+    (gpu / "digits-trt.config.pbtxt").write_text(_gpu_config("digits-trt", "tensorrt_plan"))
     (gpu / "README.md").write_text(_GPU_README)
     _write_metadata(gpu, {"backend": "onnxruntime_onnx + TensorRT (GPU)"})
     try:
