@@ -2,9 +2,9 @@
 roll out canaries on a cluster.
 
 Arguments are parsed in `main()` only. `predict` and `loadtest` talk to a running platform at
-`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080). `canary`, `promote`, `rollback` and
-`status` need `--kube` for now (the Kubernetes API; the local control plane's revisions are not
-built yet).
+`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080), and so does `status` without
+`--kube`. `canary`, `promote` and `rollback` need `--kube` for now (the Kubernetes API; the
+local control plane's revisions are not built yet).
 """
 
 from __future__ import annotations
@@ -338,11 +338,38 @@ NO_LOCAL_REVISIONS = (
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     if not args.kube:
+        if args.command == "status":
+            return cmd_local_status(args)
         print(f"modelserve {args.command}: error: {NO_LOCAL_REVISIONS}", file=sys.stderr)
         return 2
     from gateway.kube import run_command
 
     return run_command(args)
+
+
+def cmd_local_status(args: argparse.Namespace) -> int:
+    """`status` against the running platform: `GET /v1/services[/NAME]`, printed as for a
+    cluster's InferenceServices."""
+    from gateway.kube import summarize
+
+    path = f"/v1/services/{args.name}" if args.name else "/v1/services"
+    headers = {"x-api-key": args.api_key} if args.api_key else {}
+    try:
+        response = httpx.get(args.url.rstrip("/") + path, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        return _error(f"cannot reach the platform at {args.url}: {exc}")
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {}
+    if response.status_code != 200:
+        return _error(f"{response.status_code}: {doc.get('error', response.text)}")
+    docs = [doc] if args.name else doc.get("services", [])
+    if not docs:
+        print("no InferenceServices")
+    for item in docs:
+        print("\n".join(summarize(item, args.component)))
+    return 0
 
 
 def _add_rollout(commands: Any) -> None:
@@ -352,7 +379,7 @@ def _add_rollout(commands: Any) -> None:
     common.add_argument(
         "--kube",
         action="store_true",
-        help="through the Kubernetes API (required for now: " + NO_LOCAL_REVISIONS + ")",
+        help="through the Kubernetes API (required but for status: " + NO_LOCAL_REVISIONS + ")",
     )
     common.add_argument(
         "--namespace", help="default: the kubeconfig context's namespace, then default"
@@ -363,6 +390,16 @@ def _add_rollout(commands: Any) -> None:
     common.add_argument(
         "--component", choices=COMPONENTS, default=None, help="default: predictor"
     )
+    common.add_argument(
+        "--url",
+        default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"),
+        help="the local platform, for status without --kube (default $MODELSERVE_URL)",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("MODELSERVE_API_KEY"),
+        help="the gateway's API key, when auth is on (default $MODELSERVE_API_KEY)",
+    )
     helps = {
         "canary": "send --percent of the traffic to the latest revision",
         "promote": "the latest revision takes all traffic (removes canaryTrafficPercent)",
@@ -370,7 +407,11 @@ def _add_rollout(commands: Any) -> None:
         "status": "URL, traffic per revision and conditions of one or all InferenceServices",
     }
     for command, text in helps.items():
-        description = f"{text}. Needs --kube for now: {NO_LOCAL_REVISIONS}."
+        description = (
+            f"{text}: of the local platform at --url, or with --kube of a cluster."
+            if command == "status"
+            else f"{text}. Needs --kube for now: {NO_LOCAL_REVISIONS}."
+        )
         sub = commands.add_parser(command, parents=[common], help=text, description=description)
         sub.add_argument("name", nargs="?" if command == "status" else None)
         if command == "canary":

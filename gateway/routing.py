@@ -36,6 +36,33 @@ class ServiceRoute:
     domain: str = "example.com"
     # Why the service is not ready, shown to clients in 503s and by `status`.
     message: str = ""
+    component: str = "predictor"  # the entry component the backends run
+
+    def status(self) -> dict[str, object]:
+        """The route as an InferenceService's `metadata` and `status`, the shape KServe's
+        controller writes (so `modelserve status` prints local and cluster services alike)."""
+        ready = self.ready
+        traffic = [
+            {"revisionName": b.revision, "percent": b.percent, "latestRevision": i == 0}
+            for i, b in enumerate(self.backends)
+        ]
+        ready_revisions = [b.revision for b in self.backends if b.ready]
+        component: dict[str, object] = {"traffic": traffic}
+        if ready_revisions:
+            component["latestReadyRevision"] = ready_revisions[0]
+        condition: dict[str, str] = {"type": "Ready", "status": "True" if ready else "False"}
+        if not ready:
+            condition.update(reason="NotReady", message=self.message or "no ready revision")
+        return {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "status": {
+                "url": f"http://{self.host}",
+                "components": {self.component: component},
+                "conditions": [condition],
+            },
+        }
 
     @property
     def host(self) -> str:

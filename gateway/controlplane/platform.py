@@ -106,6 +106,7 @@ class _Service:
             backends=(backend,),
             domain=domain,
             message=down[0].message if down else "",
+            component=self.isvc.entry,
         )
 
     async def start(self) -> None:

@@ -40,6 +40,7 @@ from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, 
 from gateway.routing import RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
+    ModelNotFound,
     ModelServeError,
     PayloadTooLarge,
     TooManyRequests,
@@ -313,19 +314,41 @@ def _add_info_routes(
             return json_response(error_body(message), 503)
         return json_response({"ready": True})
 
+    def refused(request: Request) -> Response | None:
+        """The answer to a request the admission refuses (service names are the models'
+        metadata: protected like the model routes), None when it may pass."""
+        if not admission.enabled:
+            return None
+        start = perf_counter()
+        try:
+            _admit(admission, request.scope, _scan_headers(request.scope["headers"], False))
+        except ModelServeError as exc:
+            failed = error_response(exc)
+            protocol = request.url.path.split("/", 2)[1]  # "v1" or "v2"
+            metrics.observe(UNKNOWN_SERVICE, protocol, str(failed.status_code),
+                            perf_counter() - start)
+            return failed
+        return None
+
     async def list_models(request: Request) -> Response:
-        # The service names are the models' metadata: protected like the model routes.
-        if admission.enabled:
-            start = perf_counter()
-            try:
-                _admit(admission, request.scope, _scan_headers(request.scope["headers"], False))
-            except ModelServeError as exc:
-                failed = error_response(exc)
-                protocol = request.url.path.split("/", 2)[1]  # "v1" or "v2"
-                seconds = perf_counter() - start
-                metrics.observe(UNKNOWN_SERVICE, protocol, str(failed.status_code), seconds)
-                return failed
+        if (failed := refused(request)) is not None:
+            return failed
         return json_response({"models": sorted(r.name for r in table.routes())})
+
+    async def list_services(request: Request) -> Response:
+        if (failed := refused(request)) is not None:
+            return failed
+        routes = sorted(table.routes(), key=lambda r: r.name)
+        return json_response({"services": [r.status() for r in routes]})
+
+    async def get_service(request: Request) -> Response:
+        if (failed := refused(request)) is not None:
+            return failed
+        name = request.path_params["name"]
+        route = table.get(name)
+        if route is None:
+            return error_response(ModelNotFound(f"no InferenceService named '{name}'"))
+        return json_response(route.status())
 
     async def metrics_text(request: Request) -> Response:
         return Response(
@@ -336,6 +359,8 @@ def _add_info_routes(
     app.add_route("/v2/health/ready", ready, ["GET"])
     app.add_route("/v1/models", list_models, ["GET"])
     app.add_route("/v2/models", list_models, ["GET"])
+    app.add_route("/v1/services", list_services, ["GET"])
+    app.add_route("/v1/services/{name}", get_service, ["GET"])
     app.add_route("/metrics", metrics_text, ["GET"])
 
 

@@ -210,3 +210,20 @@ def test_iris_classifier_over_grpc_through_the_gateway(platform: Platform) -> No
         return [v.decode() for v in result.outputs[0].as_numpy().tolist()]
 
     assert asyncio.run(call()) == LABELS
+
+
+def test_services_report_each_service_like_an_inference_service_status(
+    platform: Platform,
+) -> None:
+    doc = httpx.get(f"{platform.url}/v1/services").json()
+    by_name = {s["metadata"]["name"]: s["status"] for s in doc["services"]}
+    assert {"sklearn-iris", "iris-classifier", "tf-digits", "triton-digits",
+            "digits-classifier"} <= set(by_name)
+    iris = by_name["sklearn-iris"]
+    assert iris["url"] == "http://sklearn-iris.default.example.com"
+    assert iris["components"]["predictor"]["latestReadyRevision"] == "sklearn-iris-predictor-00001"
+    assert iris["components"]["predictor"]["traffic"] == [
+        {"revisionName": "sklearn-iris-predictor-00001", "percent": 100, "latestRevision": True}
+    ]
+    assert list(by_name["iris-classifier"]["components"]) == ["transformer"]
+    assert all(s["conditions"][0]["status"] == "True" for s in by_name.values())

@@ -279,7 +279,7 @@ def _run(argv: list[str]) -> int:
 @pytest.mark.parametrize(
     "argv",
     [["canary", "sklearn-iris", "--percent", "10"], ["promote", "sklearn-iris"],
-     ["rollback", "sklearn-iris"], ["status"]],
+     ["rollback", "sklearn-iris"]],
 )
 def test_cli_without_kube_exits_2(
     argv: list[str], fake: FakeKube, capsys: pytest.CaptureFixture[str]
