@@ -189,6 +189,25 @@ def _write_metadata(repository: Path, extra: dict[str, Any]) -> None:
     (repository / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 
+def _write_python_model(
+    directory: Path, name: str, inputs: list[TensorConfig], outputs: list[TensorConfig]
+) -> None:
+    """The CPU repository's model: the python backend running `1/model.onnx` in ONNX Runtime
+    (the ONNX file is the caller's to place)."""
+    shutil.copyfile(_PYTHON_MODEL, directory / "1" / "model.py")
+    (directory / "config.pbtxt").write_text(
+        model_config(
+            name,
+            backend="python",
+            inputs=inputs,
+            outputs=outputs,
+            max_batch_size=MAX_BATCH_SIZE,
+            instance_kind="KIND_CPU",
+            extra=_ONNX_FILE_PARAMETER,
+        )
+    )
+
+
 def _gpu_config(name: str, platform: str, extra: str = "") -> str:
     """A digits model's config for a GPU Triton: batches of up to 64, waiting 100 µs."""
     return model_config(
@@ -220,18 +239,7 @@ def build_digits_onnx(out: Path) -> Path:
     for name in DIGITS_MODELS:
         (cpu / name / "1").mkdir(parents=True)
         shutil.copyfile(onnx_file, cpu / name / "1" / ONNX_FILE)
-        shutil.copyfile(_PYTHON_MODEL, cpu / name / "1" / "model.py")
-        (cpu / name / "config.pbtxt").write_text(
-            model_config(
-                name,
-                backend="python",
-                inputs=_INPUTS,
-                outputs=_OUTPUTS,
-                max_batch_size=MAX_BATCH_SIZE,
-                instance_kind="KIND_CPU",
-                extra=_ONNX_FILE_PARAMETER,
-            )
-        )
+        _write_python_model(cpu / name, name, _INPUTS, _OUTPUTS)
         (gpu / name / "1").mkdir(parents=True)
         shutil.copyfile(onnx_file, gpu / name / "1" / ONNX_FILE)
         (gpu / name / "config.pbtxt").write_text(
@@ -315,18 +323,7 @@ def add_iris_onnx(out: Path) -> Path:
         shutil.rmtree(directory, ignore_errors=True)
         (directory / "1").mkdir(parents=True)
     onnx_file = export_iris_onnx(model_file, cpu / "1" / ONNX_FILE)
-    shutil.copyfile(_PYTHON_MODEL, cpu / "1" / "model.py")
-    (cpu / "config.pbtxt").write_text(
-        model_config(
-            IRIS_MODEL,
-            backend="python",
-            inputs=_IRIS_INPUTS,
-            outputs=_IRIS_OUTPUTS,
-            max_batch_size=MAX_BATCH_SIZE,
-            instance_kind="KIND_CPU",
-            extra=_ONNX_FILE_PARAMETER,
-        )
-    )
+    _write_python_model(cpu, IRIS_MODEL, _IRIS_INPUTS, _IRIS_OUTPUTS)
     shutil.copyfile(onnx_file, gpu / "1" / ONNX_FILE)
     # A 4x3 matrix product: a CPU instance, even in a GPU Triton (the ai.onnx.ml ops that
     # skl2onnx emits have no CUDA kernels anyway).
