@@ -52,7 +52,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
-from loadtests.table import print_table, ratio  # noqa: E402
+from loadtests.table import measured_cells, print_table, ratio  # noqa: E402
 from servers.demo_models import build_all  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
@@ -313,10 +313,9 @@ def table_rows(results: Results, client_cpu: ClientCPU) -> list[list[str]]:
         for connections, result in levels.items():
             same_via = results.get((via, REFERENCE), {}).get(connections)
             direct = None if via == "direct" else results.get(("direct", name), {}).get(connections)
+            cpu = client_cpu.get((via, name, connections), 0)
             rows.append([
-                name, via, str(connections), f"{result.rps:.0f}", f"{result.rps * BATCH:.0f}",
-                f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
-                str(result.errors), f"{client_cpu.get((via, name, connections), 0):.2f}",
+                name, via, str(connections), *measured_cells(result, BATCH, cpu),
                 ratio(result, same_via), ratio(result, direct),
             ])
     return rows

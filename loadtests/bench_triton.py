@@ -71,7 +71,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
-from loadtests.table import loadavg, print_table, ratio  # noqa: E402
+from loadtests.table import loadavg, measured_cells, print_table, ratio  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from servers.triton.demo import DIGITS_MODELS, TRITON_REPOSITORY  # noqa: E402
 from servers.triton.tritonserver import TritonServer  # noqa: E402
@@ -441,10 +441,9 @@ def table_rows(run: Run, batch: int) -> list[list[str]]:
             reference = run.results.get(REFERENCE, {}).get(connections)
             direct = run.results.get((DIRECT, name), {}).get(connections) if via == GATEWAY \
                 else None
+            cpu = run.client_cpu.get((via, name, connections), 0)
             rows.append([
-                via, name, str(connections), f"{result.rps:.0f}", f"{result.rps * batch:.0f}",
-                f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
-                str(result.errors), f"{run.client_cpu.get((via, name, connections), 0):.2f}",
+                via, name, str(connections), *measured_cells(result, batch, cpu),
                 ratio(result, reference), ratio(result, direct),
             ])
     return rows

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from loadtests.httpload import LoadResult
 
-__all__ = ["loadavg", "print_table", "ratio"]
+__all__ = ["loadavg", "measured_cells", "print_table", "ratio"]
 
 
 def ratio(result: LoadResult, reference: LoadResult | None) -> str:
@@ -14,6 +14,16 @@ def ratio(result: LoadResult, reference: LoadResult | None) -> str:
     if reference is None or not reference.rps:
         return ""
     return f"{result.rps / reference.rps:.2f}x"
+
+
+def measured_cells(result: LoadResult, per_request: int, client_cpu: float) -> list[str]:
+    """req/s, items/s (`per_request` a request), p50 and p99 ms, errors, the load generator's
+    cores: the columns every benchmark table shares."""
+    return [
+        f"{result.rps:.0f}", f"{result.rps * per_request:.0f}",
+        f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
+        str(result.errors), f"{client_cpu:.2f}",
+    ]
 
 
 def print_table(header: list[str], rows: list[list[str]], markdown: bool, left: int = 2) -> None:
