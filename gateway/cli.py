@@ -1,10 +1,10 @@
 """`modelserve`: run InferenceServices locally, build the demo models, send predictions, validate,
 roll out canaries on a cluster.
 
-Arguments are parsed in `main()` only. `predict` and `loadtest` talk to a running platform at
-`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080), and so does `status` without
-`--kube`. `canary`, `promote` and `rollback` need `--kube` for now (the Kubernetes API; the
-local control plane's revisions are not built yet).
+Arguments are parsed in `main()` only. `predict`, `loadtest`, `apply` and, without `--kube`,
+`canary`, `promote`, `rollback` and `status` talk to a running platform at `--url` (default
+`$MODELSERVE_URL` or http://127.0.0.1:8080); with `--kube` the last four go through the
+Kubernetes API.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from pydantic import ValidationError
 
 from gateway.controlplane.components import PlanError
 from gateway.controlplane.manifests import ManifestError
-from gateway.controlplane.platform import LocalPlatform, ModelDirMissing, StartError
+from gateway.controlplane.platform import (
+    AutoscalerDefaults,
+    LocalPlatform,
+    ModelDirMissing,
+    StartError,
+)
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from servers.kserve_argv import argv_hidden
@@ -88,7 +93,9 @@ async def _serve_gateway(
         from gateway.dataplane.server import GatewayServer
         from servers.model_server import freeze_startup_heap
 
-    gateway = GatewayServer(table, settings, args.host, grpc_port=args.grpc_port)
+    gateway = GatewayServer(
+        table, settings, args.host, grpc_port=args.grpc_port, rollouts=platform
+    )
     try:
         await gateway.start(sock)
         freeze_startup_heap()  # full GC pauses over the start-up heap stall every request
@@ -99,13 +106,20 @@ async def _serve_gateway(
         await gateway.stop(STOP_GRACE_S)
 
 
-async def _up(args: argparse.Namespace, settings: GatewaySettings, sock: socket.socket) -> int:
+async def _up(
+    args: argparse.Namespace,
+    settings: GatewaySettings,
+    autoscaler: AutoscalerDefaults,
+    sock: socket.socket,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     table = RoutingTable()
-    platform = LocalPlatform(args.files or [DEFAULT_MANIFESTS], args.models_dir, table)
+    platform = LocalPlatform(
+        args.files or [DEFAULT_MANIFESTS], args.models_dir, table, autoscaler=autoscaler
+    )
     try:
         starting = asyncio.create_task(platform.start(), name="platform start")
         stopped = asyncio.create_task(stop.wait())
@@ -132,6 +146,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _error(f"gateway settings (MODELSERVE_GATEWAY_*): {exc}")
     try:
+        autoscaler = AutoscalerDefaults()
+    except ValidationError as exc:
+        return _error(f"autoscaler settings (MODELSERVE_AUTOSCALER_*): {exc}")
+    try:
         with argv_hidden():
             from gateway.dataplane.server import bind_socket
         sock = bind_socket(args.host, args.port)
@@ -148,7 +166,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         # uvloop (a uvicorn[standard] dependency): 10-25 % less gateway CPU per request
         # measured once the proxy itself was lean (py-spy; README "Benchmark").
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_up(args, settings, sock))
+            return runner.run(_up(args, settings, autoscaler, sock))
     except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
         return _error(str(exc))
     finally:
@@ -331,20 +349,22 @@ def _positive_float(text: str) -> float:
 
 # --- canary / promote / rollback / status ----------------------------------------------------
 
-NO_LOCAL_REVISIONS = (
-    "the local control plane's revisions are not built yet: use --kube against a cluster"
-)
-
-
 def cmd_rollout(args: argparse.Namespace) -> int:
     if not args.kube:
         if args.command == "status":
             return cmd_local_status(args)
-        print(f"modelserve {args.command}: error: {NO_LOCAL_REVISIONS}", file=sys.stderr)
-        return 2
+        from gateway.platform_client import run_rollout
+
+        return run_rollout(args)
     from gateway.kube import run_command
 
     return run_command(args)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from gateway.platform_client import run_apply
+
+    return run_apply(args)
 
 
 def cmd_local_status(args: argparse.Namespace) -> int:
@@ -379,7 +399,7 @@ def _add_rollout(commands: Any) -> None:
     common.add_argument(
         "--kube",
         action="store_true",
-        help="through the Kubernetes API (required but for status: " + NO_LOCAL_REVISIONS + ")",
+        help="through the Kubernetes API instead of the local platform at --url",
     )
     common.add_argument(
         "--namespace", help="default: the kubeconfig context's namespace, then default"
@@ -388,14 +408,18 @@ def _add_rollout(commands: Any) -> None:
         "--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, then in-cluster config"
     )
     common.add_argument(
-        "--component", choices=COMPONENTS, default=None, help="default: predictor"
+        "--component",
+        choices=COMPONENTS,
+        default=None,
+        help="default: predictor with --kube, the component taking the traffic locally",
     )
-    common.add_argument(
+    platform = argparse.ArgumentParser(add_help=False)
+    platform.add_argument(
         "--url",
         default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"),
-        help="the local platform, for status without --kube (default $MODELSERVE_URL)",
+        help="the local platform, without --kube (default $MODELSERVE_URL)",
     )
-    common.add_argument(
+    platform.add_argument(
         "--api-key",
         default=os.environ.get("MODELSERVE_API_KEY"),
         help="the gateway's API key, when auth is on (default $MODELSERVE_API_KEY)",
@@ -407,16 +431,23 @@ def _add_rollout(commands: Any) -> None:
         "status": "URL, traffic per revision and conditions of one or all InferenceServices",
     }
     for command, text in helps.items():
-        description = (
-            f"{text}: of the local platform at --url, or with --kube of a cluster."
-            if command == "status"
-            else f"{text}. Needs --kube for now: {NO_LOCAL_REVISIONS}."
+        description = f"{text}: on the local platform at --url, or with --kube on a cluster."
+        sub = commands.add_parser(
+            command, parents=[common, platform], help=text, description=description
         )
-        sub = commands.add_parser(command, parents=[common], help=text, description=description)
         sub.add_argument("name", nargs="?" if command == "status" else None)
         if command == "canary":
             sub.add_argument("--percent", type=parse_percent, required=True, help="0 to 100")
         sub.set_defaults(func=cmd_rollout)
+    apply = commands.add_parser(
+        "apply",
+        parents=[platform],
+        help="create or update InferenceServices on the local platform (as kubectl apply)",
+        description="POST each InferenceService in FILES to the platform at --url: a changed "
+        "spec makes a new revision; canaryTrafficPercent splits the traffic.",
+    )
+    apply.add_argument("files", nargs="+", type=Path, help="manifest files or directories")
+    apply.set_defaults(func=cmd_apply)
 
 
 # --- main -----------------------------------------------------------------------------------

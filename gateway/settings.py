@@ -37,6 +37,12 @@ class GatewaySettings(BaseSettings):
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="gRPC message limit, both directions"
     )
+    activator_timeout_s: float = Field(
+        60.0, gt=0, description="how long a request waits for a revision scaling from zero"
+    )
+    activator_queue: int = Field(
+        1000, gt=0, description="requests the activator holds per revision, beyond them 503"
+    )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="accepted API keys (comma-separated in the environment); none: no auth"
     )

@@ -113,9 +113,13 @@ class Platform:
 
 @contextmanager
 def run_platform(
-    models_root: Path, log_dir: Path, files: list[Path] | None = None
+    models_root: Path,
+    log_dir: Path,
+    files: list[Path] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Platform]:
-    """`modelserve up` with the demo manifests (or `files`) on free ports; SIGTERM afterwards."""
+    """`modelserve up` with the demo manifests (or `files`) on free ports, with `env` added to
+    its environment; SIGTERM afterwards."""
     port, grpc_port = free_port(), free_port()
     log = log_dir / f"modelserve_up_{port}.log"
     command = [str(Path(sys.executable).parent / "modelserve"), "up", *map(str, files or []),
@@ -123,7 +127,7 @@ def run_platform(
                "--models-dir", str(models_root)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log, timeout=120)
         yield Platform(process, port, grpc_port, log)

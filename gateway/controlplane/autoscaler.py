@@ -71,9 +71,9 @@ class AutoscalerSettings:
             or self.max_replicas >= self.min_replicas,
             "bucket and tick must be > 0": self.bucket > 0 and self.tick > 0,
             "stable_window must be >= bucket": self.stable_window >= self.bucket,
-            "panic window must be in [bucket, stable_window]": self.bucket
-            <= self.stable_window * self.panic_window_percentage / 100
-            <= self.stable_window,
+            # A panic window under one bucket is rounded up to one (`panic_window`).
+            "panic_window_percentage must be in (0, 100]": 0 < self.panic_window_percentage
+            <= 100,
             "panic_threshold_percentage must be > 0": self.panic_threshold_percentage > 0,
             "max scale rates must be > 1": self.max_scale_up_rate > 1
             and self.max_scale_down_rate > 1,

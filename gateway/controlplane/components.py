@@ -27,6 +27,7 @@ __all__ = [
     "plan_component",
     "plan_service",
     "resolve_storage_uri",
+    "revision_name",
 ]
 
 MOUNT_PATH = "/mnt/models"  # where KServe's storage initializer puts the model
@@ -51,16 +52,22 @@ class LaunchPlan:
     http_port: int
     grpc_port: int
     model_dir: Path | None  # the local model directory, None when the server downloads it
+    revision_number: int = 1
+    replica: int = 1
 
     @property
     def name(self) -> str:
-        """`sklearn-iris-predictor`: the prefix of the component's log lines."""
-        return f"{self.service}-{self.component}"
+        """The prefix of the component's log lines: `sklearn-iris-predictor` for the first
+        replica of the first revision, else the revision and replica number
+        (`sklearn-iris-predictor-00002-1`)."""
+        if self.revision_number == 1 and self.replica == 1:
+            return f"{self.service}-{self.component}"
+        return f"{self.revision}-{self.replica}"
 
     @property
     def revision(self) -> str:
-        """Knative's revision name for the component's first revision."""
-        return f"{self.service}-{self.component}-00001"
+        """Knative's revision name: `{service}-{component}-{number:05d}`."""
+        return revision_name(self.service, self.component, self.revision_number)
 
     @property
     def http_url(self) -> str:
@@ -73,6 +80,11 @@ class LaunchPlan:
     @property
     def ready_url(self) -> str:
         return f"{self.http_url}/v2/health/ready"
+
+
+def revision_name(service: str, component: str, number: int) -> str:
+    """Knative's name for revision `number` of a component: `sklearn-iris-predictor-00002`."""
+    return f"{service}-{component}-{number:05d}"
 
 
 def free_port() -> int:
@@ -182,8 +194,11 @@ def plan_component(
     models_root: Path,
     predictor: LaunchPlan | None = None,
     port: Callable[[], int] = free_port,
+    revision: int = 1,
+    replica: int = 1,
 ) -> LaunchPlan:
-    """The launch plan of one component; a transformer needs its predictor's plan."""
+    """The launch plan of one component (of replica `replica` of revision `revision`); a
+    transformer needs its predictor's plan."""
     where = f"{isvc.name} {component}"
     if spec.model is not None:
         try:
@@ -224,17 +239,26 @@ def plan_component(
         http_port=http_port,
         grpc_port=grpc_port,
         model_dir=local_dir,
+        revision_number=revision,
+        replica=replica,
     )
 
 
 def plan_service(
-    isvc: InferenceService, models_root: Path, port: Callable[[], int] = free_port
+    isvc: InferenceService,
+    models_root: Path,
+    port: Callable[[], int] = free_port,
+    revision: int = 1,
+    replica: int = 1,
 ) -> list[LaunchPlan]:
-    """Launch plans for every component of a service, predictor first."""
+    """Launch plans for every component of one replica of a service, predictor first (its
+    transformer calls this replica's predictor)."""
     plans: list[LaunchPlan] = []
     predictor: LaunchPlan | None = None
     for component, spec in isvc.components():
-        plan = plan_component(isvc, component, spec, models_root, predictor, port)
+        plan = plan_component(
+            isvc, component, spec, models_root, predictor, port, revision, replica
+        )
         if component == "predictor":
             predictor = plan
         plans.append(plan)

@@ -28,6 +28,7 @@ __all__ = [
     "iter_documents",
     "load_manifests",
     "parse_document",
+    "parse_service",
     "runnable_problems",
 ]
 
@@ -86,11 +87,12 @@ class ModelSpec(_Model):
 class ComponentSpec(_Model):
     containers: list[Container] = Field(default_factory=list)
     model: ModelSpec | None = None
-    minReplicas: int | None = None
-    maxReplicas: int | None = None
-    containerConcurrency: int | None = None
-    timeout: int | None = None
-    canaryTrafficPercent: int | None = None
+    # The bounds KServe's validating webhook checks.
+    minReplicas: int | None = Field(None, ge=0)
+    maxReplicas: int | None = Field(None, ge=0)
+    containerConcurrency: int | None = Field(None, ge=0)
+    timeout: int | None = Field(None, ge=0)
+    canaryTrafficPercent: int | None = Field(None, ge=0, le=100)
 
 
 class InferenceServiceSpec(_Model):
@@ -271,6 +273,24 @@ def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def parse_service(data: Any, where: str) -> InferenceService:
+    """One InferenceService document (e.g. applied through the API) that can run locally;
+    raises `ManifestError` naming every problem."""
+    if not isinstance(data, dict):
+        raise ManifestError([Problem(where, "", "a manifest must be a mapping")])
+    doc = Document(Path(where), 0, data)
+    if not is_inference_service(doc):
+        kind = data.get("kind")
+        raise ManifestError([Problem(where, "kind", f"not an InferenceService: {kind!r}")])
+    parsed = parse_document(doc)
+    if isinstance(parsed, list):
+        raise ManifestError(parsed)
+    problems = runnable_problems(parsed, where)
+    if problems:
+        raise ManifestError(problems)
+    return parsed
 
 
 def duplicate_name(name: str, where: str, seen: dict[str, str]) -> Problem | None:

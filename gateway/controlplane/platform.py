@@ -1,26 +1,71 @@
-"""The local platform: every InferenceService's components as supervised local processes.
+"""The local platform: every InferenceService as revisions of supervised local processes.
 
-What KServe's controller, Knative and the kubelet do in a cluster, reduced to one machine: plan
-each component (ports, model directory, predictor address), start predictors before the
-transformers that call them (services side by side), and keep the routing table in step with
-what is ready. The data plane only ever reads the table.
+What KServe's controller, Knative and the kubelet do in a cluster, reduced to one machine:
+- **Revisions.** Every change to a service's spec (but `canaryTrafficPercent`, which only
+  moves traffic) creates a new revision, as Knative does for a changed revision template.
+  Locally a revision is the whole pipeline (a transformer replica calls its own predictor), so
+  it is named after the entry component: `iris-classifier-transformer-00002`.
+- **Traffic**, as KServe's reconciler sets it: the latest ready revision takes everything,
+  unless `canaryTrafficPercent: N` is set while an earlier revision is rolled out: then N%
+  goes to the latest (tag `latest`) and the rest to the previously rolled-out one (tag `prev`).
+  Removing the field promotes; `0` rolls back. A revision that is not ready yet gets nothing;
+  one that no traffic entry names is drained and stopped.
+- **Replicas.** Each revision runs `desired` replicas; a `KPA` per revision (Knative's
+  algorithm, `autoscaler.py`) sets `desired` from the concurrency the data plane reports
+  (`ConcurrencyStats`). At zero the revision's requests wait in the activator
+  (`gateway/dataplane/resolve.py`), which wakes this loop at once to start a replica.
+- **Routes.** The routing table is kept in step: the replicas that are ready, the split, and
+  the InferenceService document `GET /v1/services` answers. The data plane only reads it.
+
+Services start predictors before the transformers that call them; services start side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.controlplane.components import LaunchPlan, PlanError, free_port, plan_service
-from gateway.controlplane.manifests import InferenceService, load_manifests
-from gateway.controlplane.supervisor import Supervisor
-from gateway.routing import Backend, RoutingTable, ServiceRoute
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.controlplane.autoscaler import (
+    KPA,
+    AutoscalerSettings,
+    Decision,
+    settings_from_component,
+)
+from gateway.controlplane.components import (
+    LaunchPlan,
+    PlanError,
+    free_port,
+    plan_service,
+    revision_name,
+)
+from gateway.controlplane.manifests import (
+    ComponentSpec,
+    InferenceService,
+    ManifestError,
+    Problem,
+    load_manifests,
+    parse_service,
+)
+from gateway.controlplane.patches import PatchError, apply_patch
+from gateway.controlplane.supervisor import ComponentState, Supervisor
+from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
+from servers.errors import ModelNotFound, UnprocessableEntity, UnsupportedMediaType
 
 __all__ = [
+    "AutoscalerDefaults",
     "ComponentStatus",
     "LocalPlatform",
     "ModelDirMissing",
@@ -29,6 +74,11 @@ __all__ = [
     "StartError",
 ]
 
+log = logging.getLogger("modelserve.controlplane")
+TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
+AUTOSCALING_PREFIX = "autoscaling.knative.dev/"
+RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
+
 
 class ModelDirMissing(FileNotFoundError):
     """A component's model directory does not exist locally."""
@@ -36,6 +86,33 @@ class ModelDirMissing(FileNotFoundError):
 
 class StartError(RuntimeError):
     """One or more services failed to start; every component has been stopped."""
+
+
+class AutoscalerDefaults(BaseSettings):
+    """The local `config-autoscaler` ConfigMap: cluster-wide defaults that annotations override
+    per revision. From `MODELSERVE_AUTOSCALER_*`, e.g. `MODELSERVE_AUTOSCALER_STABLE_WINDOW_S=6`
+    (tests shorten the windows so a ramp takes seconds)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELSERVE_AUTOSCALER_", extra="forbid")
+
+    enabled: bool = Field(True, description="off: every revision keeps its initial replicas")
+    stable_window_s: float = Field(60.0, ge=1)
+    panic_window_percentage: float = Field(10.0, ge=1, le=100)
+    panic_threshold_percentage: float = Field(200.0, ge=110, le=1000)
+    scale_to_zero_grace_period_s: float = Field(30.0, ge=0)
+    tick_s: float = Field(2.0, gt=0, description="how often the KPA decides")
+    bucket_s: float = Field(1.0, gt=0, description="metric bucket (concurrency averaged over it)")
+    drain_timeout_s: float = Field(60.0, ge=0, description="longest wait for a replica to drain")
+
+    def kpa(self) -> AutoscalerSettings:
+        return AutoscalerSettings(
+            stable_window=self.stable_window_s,
+            panic_window_percentage=self.panic_window_percentage,
+            panic_threshold_percentage=self.panic_threshold_percentage,
+            scale_to_zero_grace_period=self.scale_to_zero_grace_period_s,
+            tick=self.tick_s,
+            bucket=self.bucket_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,52 +150,170 @@ class _PortAllocator:
         return port
 
 
-class _Service:
-    """One InferenceService's supervisors and how they map onto its route."""
+def _check_model_dirs(plans: list[LaunchPlan], models_root: Path) -> None:
+    missing = sorted(
+        {
+            f"{plan.model_dir} (for {plan.name})"
+            for plan in plans
+            if plan.model_dir is not None and not plan.model_dir.exists()
+        }
+    )
+    if missing:
+        raise ModelDirMissing(
+            "model directory not found: "
+            + ", ".join(missing)
+            + "; build the demo models with `modelserve build-models --out "
+            + f"{models_root}` or pass --models-dir"
+        )
 
-    def __init__(
-        self,
-        isvc: InferenceService,
-        plans: list[LaunchPlan],
-        make: Callable[[LaunchPlan], Supervisor],
-    ) -> None:
-        self.isvc = isvc
-        self.supervisors = [make(plan) for plan in plans]
+
+class _Replica:
+    """One instance of a revision's pipeline: its predictor and, if any, its transformer."""
+
+    def __init__(self, number: int, supervisors: list[Supervisor], entry: str) -> None:
+        self.number = number
+        self.supervisors = supervisors
+        self.entry = next(s for s in supervisors if s.plan.component == entry)
+        self.draining = False
+        self.started = False  # start() returned: every component was ready once
+        self.task: asyncio.Task[None] | None = None
 
     @property
-    def entry(self) -> Supervisor:
-        return next(s for s in self.supervisors if s.plan.component == self.isvc.entry)
+    def ready(self) -> bool:
+        return not self.draining and all(s.ready for s in self.supervisors)
 
-    def route(self, domain: str) -> ServiceRoute:
-        """Ready only when every component is: a transformer without its predictor fails."""
+    @property
+    def crashed(self) -> bool:
+        """A component exited after it was ready (the supervisor is restarting it)."""
+        return any(s.state is ComponentState.RESTARTING for s in self.supervisors)
+
+    @property
+    def down_message(self) -> str:
         down = [s for s in self.supervisors if not s.ready]
-        plan = self.entry.plan
-        backend = Backend(
-            revision=plan.revision,
-            http_url=plan.http_url,
-            grpc_target=plan.grpc_target,
-            ready=not down,
-            percent=100,
-        )
-        return ServiceRoute(
-            name=self.isvc.name,
-            namespace=self.isvc.namespace,
-            backends=(backend,),
-            domain=domain,
-            message=down[0].message if down else "",
-            component=self.isvc.entry,
-        )
+        return down[0].message if down else ""
 
     async def start(self) -> None:
         for component in ("predictor", "transformer"):
             await asyncio.gather(
                 *(s.start() for s in self.supervisors if s.plan.component == component)
             )
+        self.started = True
 
     async def stop(self) -> None:
         # Entry first, so nothing is sent to a predictor that is going away.
         for supervisor in reversed(self.supervisors):
             await supervisor.stop()
+
+
+@dataclass
+class _Revision:
+    """One revision: a spec snapshot, its replicas and its autoscaler."""
+
+    name: str
+    number: int
+    isvc: InferenceService
+    settings: AutoscalerSettings
+    kpa: KPA
+    created: float
+    replicas: list[_Replica] = field(default_factory=list)
+    desired: int = 1
+    decision: Decision | None = None
+    ever_ready: bool = False
+    failure: str = ""  # why the revision's first replica did not start
+    retired: bool = False
+    next_replica: int = 1
+    last_start_failure: float = -math.inf
+
+    @property
+    def live(self) -> list[_Replica]:
+        return [r for r in self.replicas if not r.draining]
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for r in self.replicas if r.ready)
+
+
+class _Service:
+    """One InferenceService: the applied document, its revisions and who is rolled out."""
+
+    def __init__(self, isvc: InferenceService, doc: dict[str, Any]) -> None:
+        self.isvc = isvc
+        self.doc = doc
+        self.generation = 1
+        self.revisions: list[_Revision] = []
+        self.latest_rolled_out: str | None = None
+        self.previous_rolled_out: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.isvc.name
+
+    @property
+    def entry(self) -> str:
+        return self.isvc.entry
+
+    @property
+    def latest(self) -> _Revision:
+        return self.revisions[-1]
+
+    @property
+    def latest_ready(self) -> _Revision | None:
+        return next((r for r in reversed(self.revisions) if r.ever_ready), None)
+
+    def revision(self, name: str | None) -> _Revision | None:
+        return next((r for r in self.revisions if r.name == name), None)
+
+    def canary_percent(self) -> int | None:
+        """The entry component's canaryTrafficPercent, else the predictor's (locally one
+        split covers the pipeline)."""
+        specs = [c for _, c in self.isvc.components()]
+        entry = next(c for n, c in self.isvc.components() if n == self.entry)
+        for spec in (entry, *specs):
+            if spec.canaryTrafficPercent is not None:
+                return spec.canaryTrafficPercent
+        return None
+
+    def traffic(self) -> tuple[Traffic, ...]:
+        """KServe's split (module docstring); also records a finished rollout."""
+        ready = self.latest_ready
+        if ready is None:
+            return ()
+        canary = self.canary_percent()
+        rolled = self.revision(self.latest_rolled_out)
+        if canary is not None and rolled is not None and rolled is not ready:
+            return (
+                Traffic(ready.name, canary, "latest", latest=True, activate=_wakeable(ready)),
+                Traffic(rolled.name, 100 - canary, "prev", activate=_wakeable(rolled)),
+            )
+        if self.latest_rolled_out != ready.name:
+            self.previous_rolled_out = self.latest_rolled_out
+            self.latest_rolled_out = ready.name
+        return (Traffic(ready.name, 100, "latest", latest=True, activate=_wakeable(ready)),)
+
+
+def _wakeable(revision: _Revision) -> bool:
+    """Requests for `revision` may wait for a replica: it served before, none of its replicas
+    is ready, and none crashed (it is at zero, or scaling from zero)."""
+    return (
+        revision.ever_ready
+        and not revision.retired
+        and revision.ready_count == 0
+        and not any(r.crashed for r in revision.replicas)
+    )
+
+
+def _revision_template(isvc: InferenceService) -> Any:
+    """What makes a new revision: the spec without canaryTrafficPercent, and the autoscaling
+    and other annotations (Knative's revision template holds both)."""
+    spec = isvc.spec.model_dump(mode="json", exclude_none=True)
+    for component in spec.values():
+        if isinstance(component, dict):
+            component.pop("canaryTrafficPercent", None)
+    return spec, dict(isvc.metadata.annotations)
+
+
+def _entry_spec(isvc: InferenceService) -> ComponentSpec:
+    return next(spec for name, spec in isvc.components() if name == isvc.entry)
 
 
 class LocalPlatform:
@@ -132,15 +327,23 @@ class LocalPlatform:
         *,
         output: TextIO | None = None,
         services: list[InferenceService] | None = None,
+        autoscaler: AutoscalerDefaults | None = None,
         **supervisor_options: Any,
     ) -> None:
         self.manifest_paths = manifest_paths
         self.models_root = models_root
         self.table = table
         self.output = output if output is not None else sys.stdout
+        self.autoscaler = autoscaler or AutoscalerDefaults(enabled=False)
         self._isvcs = services
         self._supervisor_options = supervisor_options
-        self._services: list[_Service] = []
+        self._services: dict[str, _Service] = {}
+        self._ports = _PortAllocator()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._clock: Callable[[], float] = time.monotonic
+
+    # --- planning and start-up -----------------------------------------------------------
 
     def plan(self) -> list[tuple[InferenceService, list[LaunchPlan]]]:
         """Load the manifests and plan every component; raises before anything runs.
@@ -148,32 +351,24 @@ class LocalPlatform:
         Raises ManifestError, PlanError or ModelDirMissing (naming every missing directory).
         """
         isvcs = self._isvcs if self._isvcs is not None else load_manifests(self.manifest_paths)
-        ports = _PortAllocator()
-        planned = [(isvc, plan_service(isvc, self.models_root, ports)) for isvc in isvcs]
-        missing = sorted(
-            {
-                f"{plan.model_dir} (for {plan.name})"
-                for _isvc, plans in planned
-                for plan in plans
-                if plan.model_dir is not None and not plan.model_dir.exists()
-            }
-        )
-        if missing:
-            raise ModelDirMissing(
-                "model directory not found: "
-                + ", ".join(missing)
-                + "; build the demo models with `modelserve build-models --out "
-                + f"{self.models_root}` or pass --models-dir"
-            )
+        for isvc in isvcs:
+            self._kpa_settings(isvc)
+        planned = [(isvc, plan_service(isvc, self.models_root, self._ports)) for isvc in isvcs]
+        _check_model_dirs([p for _, plans in planned for p in plans], self.models_root)
         return planned
 
     async def start(self) -> None:
-        """Start every service (predictors first within each); routes follow readiness."""
+        """Start every service's first revision; routes follow readiness. Then autoscale."""
         planned = self.plan()
-        self._services = [_Service(isvc, plans, self._supervisor) for isvc, plans in planned]
-        for service in self._services:
-            self._update_route(service)
-        results = await asyncio.gather(*(s.start() for s in self._services), return_exceptions=True)
+        starting: list[asyncio.Task[None]] = []
+        for isvc, plans in planned:
+            service = _Service(isvc, isvc.model_dump(mode="json", exclude_none=True))
+            self._services[isvc.name] = service
+            revision = self._new_revision(service, isvc)
+            replica = self._replica(service, revision, plans)
+            starting.append(asyncio.create_task(self._start_replica(service, revision, replica)))
+            self._refresh(service)
+        results = await asyncio.gather(*starting, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             await self.stop()
@@ -181,16 +376,111 @@ class LocalPlatform:
                 if not isinstance(error, Exception):
                     raise error
             raise StartError("\n".join(str(e) for e in errors))
+        for service in self._services.values():
+            for revision in service.revisions:
+                await self._scale(service, revision, revision.desired)
+        self._loop_task = asyncio.create_task(self._autoscale(), name="autoscaler")
 
     async def stop(self) -> None:
         """Stop every component of every service (SIGTERM, then SIGKILL after the grace)."""
-        await asyncio.gather(*(s.stop() for s in self._services), return_exceptions=True)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        replicas = [
+            replica
+            for service in self._services.values()
+            for revision in service.revisions
+            for replica in revision.replicas
+        ]
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+
+    # --- the rollout API -----------------------------------------------------------------
+
+    def document(self, name: str) -> dict[str, Any] | None:
+        """The applied InferenceService document of `name` (without status), or None."""
+        service = self._services.get(name)
+        return copy.deepcopy(service.doc) if service else None
+
+    async def apply(self, data: Any, where: str = "request body") -> tuple[dict[str, Any], bool]:
+        """Create or update a service from an InferenceService document, as `kubectl apply`.
+
+        Returns (its status document, created). A changed spec starts a new revision in the
+        background; traffic moves to it once it is ready. Raises `UnprocessableEntity` (422,
+        naming the field and the problem) before anything changes.
+        """
+        try:
+            return self._apply(data, where)
+        except (ManifestError, PlanError, ModelDirMissing) as exc:
+            raise UnprocessableEntity(str(exc)) from exc
+
+    async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]:
+        """Apply a merge or JSON patch to the service's document (`kubectl patch`).
+
+        Raises `ModelNotFound` (404), `UnsupportedMediaType` (415) or `UnprocessableEntity`
+        (422: the patch does not apply, or the result is not a valid service).
+        """
+        service = self._services.get(name)
+        if service is None:
+            raise ModelNotFound(f"no InferenceService named '{name}'")
+        try:
+            patched = apply_patch(copy.deepcopy(service.doc), content_type, body)
+        except PatchError as exc:
+            if "content type" in str(exc):
+                raise UnsupportedMediaType(str(exc)) from exc
+            raise UnprocessableEntity(f"the patch does not apply: {exc}") from exc
+        meta = patched.get("metadata")
+        if not isinstance(meta, dict) or meta.get("name") != name:
+            raise UnprocessableEntity("metadata.name cannot be changed by a patch")
+        status, _ = await self.apply(patched, where=f"patch of {name}")
+        return status
+
+    def _apply(self, data: Any, where: str) -> tuple[dict[str, Any], bool]:
+        isvc = parse_service(data, where)
+        self._kpa_settings(isvc)  # a bad annotation fails here, before anything changes
+        service = self._services.get(isvc.name)
+        if service is not None and service.isvc.namespace != isvc.namespace:
+            raise ManifestError([Problem(where, "metadata.namespace", (
+                f"service {isvc.name!r} exists in namespace {service.isvc.namespace!r}"
+            ))])
+        doc = isvc.model_dump(mode="json", exclude_none=True)
+        created = service is None
+        if service is None:
+            plans = self._plan_replica(isvc, 1, 1)
+            service = self._services[isvc.name] = _Service(isvc, doc)
+            revision = self._new_revision(service, isvc)
+            self._launch(service, revision, self._replica(service, revision, plans))
+        else:
+            changed = _revision_template(isvc) != _revision_template(service.isvc)
+            plans = self._plan_replica(isvc, len(service.revisions) + 1, 1) if changed else []
+            if doc != service.doc:
+                service.generation += 1
+            service.isvc, service.doc = isvc, doc
+            if changed:
+                revision = self._new_revision(service, isvc)
+                self._launch(service, revision, self._replica(service, revision, plans))
+        self._refresh(service)
+        route = self.table.get(isvc.name)
+        assert route is not None
+        return route.status(self.table.stats), created
+
+    # --- status ----------------------------------------------------------------------------
 
     def status(self) -> list[ServiceStatus]:
         """Per-service state, in manifest order."""
         out = []
-        for service in self._services:
-            route = service.route(self.table.domain)
+        for service in self._services.values():
+            route = self.table.get(service.name) or self._route(service)
+            supervisors = [
+                s
+                for revision in service.revisions
+                for replica in revision.replicas
+                for s in replica.supervisors
+            ]
             out.append(
                 ServiceStatus(
                     name=route.name,
@@ -209,22 +499,358 @@ class LocalPlatform:
                             restarts=s.restarts,
                             message=s.message,
                         )
-                        for s in service.supervisors
+                        for s in supervisors
                     ),
                 )
             )
         return out
 
     def supervisors(self) -> list[Supervisor]:
-        return [s for service in self._services for s in service.supervisors]
+        return [
+            s
+            for service in self._services.values()
+            for revision in service.revisions
+            for replica in revision.replicas
+            for s in replica.supervisors
+        ]
 
-    def _supervisor(self, plan: LaunchPlan) -> Supervisor:
-        return Supervisor(plan, self._on_change, output=self.output, **self._supervisor_options)
+    # --- revisions and replicas ----------------------------------------------------------
 
-    def _on_change(self, supervisor: Supervisor) -> None:
-        for service in self._services:
-            if supervisor in service.supervisors:
-                self._update_route(service)
+    def _plan_replica(
+        self, isvc: InferenceService, revision: int, replica: int
+    ) -> list[LaunchPlan]:
+        plans = plan_service(isvc, self.models_root, self._ports, revision, replica)
+        _check_model_dirs(plans, self.models_root)
+        return plans
 
-    def _update_route(self, service: _Service) -> None:
-        self.table.update(service.route(self.table.domain))
+    def _kpa_settings(self, isvc: InferenceService) -> AutoscalerSettings:
+        """The entry component's KPA settings; raises ManifestError naming a bad field."""
+        spec = _entry_spec(isvc)
+        try:
+            return settings_from_component(
+                isvc.metadata.annotations,
+                spec.containerConcurrency,
+                spec.minReplicas,
+                spec.maxReplicas,
+                (spec.model_extra or {}).get("scaleTarget"),
+                self.autoscaler.kpa(),
+            )
+        except ValueError as exc:
+            where = f"{isvc.name} spec.{isvc.entry} / metadata.annotations"
+            raise ManifestError([Problem(where, "", str(exc))]) from exc
+
+    def _new_revision(self, service: _Service, isvc: InferenceService) -> _Revision:
+        number = len(service.revisions) + 1
+        settings = self._kpa_settings(isvc)
+        revision = _Revision(
+            name=revision_name(isvc.name, isvc.entry, number),
+            number=number,
+            isvc=isvc,
+            settings=settings,
+            kpa=KPA(settings),
+            created=self._clock(),
+            desired=max(1, settings.min_replicas),
+        )
+        service.revisions.append(revision)
+        return revision
+
+    def _replica(
+        self, service: _Service, revision: _Revision, plans: list[LaunchPlan]
+    ) -> _Replica:
+        def on_change(_supervisor: Supervisor) -> None:
+            self._on_change(service)
+
+        supervisors = [
+            Supervisor(plan, on_change, output=self.output, **self._supervisor_options)
+            for plan in plans
+        ]
+        replica = _Replica(revision.next_replica, supervisors, service.entry)
+        revision.next_replica += 1
+        revision.replicas.append(replica)
+        return replica
+
+    async def _start_replica(
+        self, service: _Service, revision: _Revision, replica: _Replica
+    ) -> None:
+        try:
+            await replica.start()
+        except BaseException as exc:
+            await asyncio.shield(replica.stop())  # a predictor whose transformer failed
+            if replica in revision.replicas:
+                revision.replicas.remove(replica)
+            revision.last_start_failure = self._clock()
+            if not revision.ever_ready:
+                revision.failure = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            self._refresh(service)
+            raise
+        if not revision.ever_ready:
+            revision.ever_ready, revision.failure = True, ""
+            self._write(f"revision {revision.name} ready")
+        self._refresh(service)
+
+    def _launch(self, service: _Service, revision: _Revision, replica: _Replica) -> None:
+        """Start `replica` in the background; a failure is reported, not raised."""
+
+        async def run() -> None:
+            try:
+                await self._start_replica(service, revision, replica)
+            except Exception as exc:
+                self._write(f"replica {replica.number} of {revision.name} failed to start: "
+                            f"{str(exc).splitlines()[0] if str(exc) else exc!r}")
+
+        task = asyncio.create_task(run(), name=f"start {revision.name}-{replica.number}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _scale(self, service: _Service, revision: _Revision, desired: int) -> None:
+        """Start or drain replicas until `desired` are live."""
+        revision.desired = desired
+        live = revision.live
+        if len(live) < desired:
+            if self._clock() - revision.last_start_failure < RETRY_START_S:
+                return
+            for _ in range(desired - len(live)):
+                plans = self._plan_replica(revision.isvc, revision.number, revision.next_replica)
+                self._launch(service, revision, self._replica(service, revision, plans))
+        elif len(live) > desired:
+            # Not-ready replicas go first, then the newest.
+            surplus = sorted(live, key=lambda r: (r.ready, r.number))[: len(live) - desired]
+            for replica in surplus:
+                self._drain(service, revision, replica)
+        self._refresh(service)
+
+    def _drain(self, service: _Service, revision: _Revision, replica: _Replica) -> None:
+        """Take `replica` out of the route, let its requests finish, then stop it."""
+        replica.draining = True
+        url = replica.entry.plan.http_url
+
+        async def run() -> None:
+            deadline = self._clock() + self.autoscaler.drain_timeout_s
+            while self.table.stats.backend_in_flight(url) and self._clock() < deadline:
+                await asyncio.sleep(0.05)
+            await replica.stop()
+            if replica in revision.replicas:
+                revision.replicas.remove(replica)
+            self._refresh(service)
+
+        task = asyncio.create_task(run(), name=f"drain {revision.name}-{replica.number}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refresh(self, service: _Service) -> None:
+        """Recompute traffic, retire unreferenced revisions, write the route."""
+        traffic = service.traffic()
+        referenced = {t.revision for t in traffic} | {service.latest.name}
+        for revision in service.revisions:
+            if revision.name not in referenced and not revision.retired:
+                revision.retired = True
+                revision.desired = 0
+                self._write(f"revision {revision.name} has no traffic: stopping it")
+                for replica in revision.live:
+                    self._drain(service, revision, replica)
+                self.table.stats.forget(revision.name)
+        self.table.update(self._route(service, traffic))
+
+    def _on_change(self, service: _Service) -> None:
+        if service.name in self._services:
+            self._refresh(service)
+
+    # --- the autoscaler loop -------------------------------------------------------------
+
+    async def _autoscale(self) -> None:
+        """Feed each revision's KPA once a bucket and apply its decision every tick; wake at
+        once when the activator holds a request for a revision at zero."""
+        defaults = self.autoscaler
+        demand = self.table.stats.demand()
+        next_bucket = next_tick = self._clock()
+        while True:
+            wait = max(0.0, min(next_bucket, next_tick) - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await demand.wait()
+            now = self._clock()
+            if demand.is_set():
+                demand.clear()
+                await self._wake_from_zero()
+            if not defaults.enabled:
+                next_bucket = next_tick = now + defaults.tick_s
+                continue
+            if now >= next_bucket:
+                next_bucket = now + defaults.bucket_s
+                for _service, revision in self._active_revisions():
+                    revision.kpa.record(now, self.table.stats.average(revision.name))
+            if now >= next_tick:
+                next_tick = now + defaults.tick_s
+                for service, revision in self._active_revisions():
+                    decision = revision.kpa.decide(now, revision.ready_count)
+                    before, revision.decision = revision.decision, decision
+                    if decision.desired != revision.desired:
+                        self._write(f"autoscaler: {revision.name} {revision.desired} -> "
+                                    f"{decision.desired} ({decision.reason})")
+                    if decision.desired != revision.desired or decision.desired != len(
+                        revision.live
+                    ):
+                        await self._scale(service, revision, decision.desired)
+                    elif before is None or before.panic != decision.panic:
+                        self._refresh(service)
+
+    def _active_revisions(self) -> list[tuple[_Service, _Revision]]:
+        """Revisions the autoscaler drives: serving (ready once) and not retired."""
+        return [
+            (service, revision)
+            for service in self._services.values()
+            for revision in service.revisions
+            if revision.ever_ready and not revision.retired
+        ]
+
+    async def _wake_from_zero(self) -> None:
+        for service, revision in self._active_revisions():
+            if self.table.stats.waiting(revision.name) and not revision.live:
+                self._write(f"activator: request for {revision.name} at zero, starting a replica")
+                revision.kpa.record(self._clock(), float(self.table.stats.waiting(revision.name)))
+                await self._scale(service, revision, max(1, revision.desired))
+
+    # --- routes and documents ------------------------------------------------------------
+
+    def _route(
+        self, service: _Service, traffic: tuple[Traffic, ...] | None = None
+    ) -> ServiceRoute:
+        if traffic is None:
+            traffic = service.traffic()
+        backends = tuple(
+            Backend(
+                revision=revision.name,
+                http_url=replica.entry.plan.http_url,
+                grpc_target=replica.entry.plan.grpc_target,
+                ready=replica.ready,
+            )
+            for revision in reversed(service.revisions)
+            for replica in revision.replicas
+            if not replica.draining
+        )
+        routed = {t.revision for t in traffic if t.percent > 0}
+        message = ""
+        if not any(b.ready and b.revision in routed for b in backends):
+            message = self._not_ready_message(service)
+        route = ServiceRoute(
+            name=service.name,
+            namespace=service.isvc.namespace,
+            backends=backends,
+            domain=self.table.domain,
+            message=message,
+            component=service.entry,
+            traffic=traffic,
+            tag_routing=service.isvc.metadata.annotations.get(TAG_ROUTING, "").lower() == "true",
+        )
+        return dataclasses.replace(route, document=self._document(service, route))
+
+    def _not_ready_message(self, service: _Service) -> str:
+        for revision in reversed(service.revisions):
+            for replica in revision.replicas:
+                if replica.down_message:
+                    return replica.down_message
+            if revision.failure:
+                return revision.failure
+        return f"service '{service.name}' has no ready revision"
+
+    def _document(self, service: _Service, route: ServiceRoute) -> dict[str, Any]:
+        latest, ready = service.latest, service.latest_ready
+        component: dict[str, Any] = {"latestCreatedRevision": latest.name}
+        if ready is not None:
+            component["latestReadyRevision"] = ready.name
+        if service.latest_rolled_out:
+            component["latestRolledoutRevision"] = service.latest_rolled_out
+        if service.previous_rolled_out:
+            component["previousRolledoutRevision"] = service.previous_rolled_out
+        traffic = []
+        for t in route.traffic:
+            entry: dict[str, Any] = {
+                "revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest,
+            }
+            if t.tag:
+                entry["tag"] = t.tag
+                if route.tag_routing:
+                    entry["url"] = f"http://{route.tag_host(t.tag)}"
+            traffic.append(entry)
+        component["traffic"] = traffic
+        component["url"] = f"http://{route.host}"
+        latest_ok = latest.ever_ready
+        conditions = [
+            _condition("Ready", route.ready, "NotReady", route.message),
+            _condition(
+                "LatestDeploymentReady", latest_ok,
+                "RevisionFailed" if latest.failure else "RevisionStarting",
+                latest.failure or f"revision {latest.name} is starting",
+            ),
+            _condition(
+                "RoutesReady", bool(route.traffic), "NoReadyRevision",
+                "no revision has become ready yet",
+            ),
+        ]
+        percent = {t.revision: t.percent for t in route.traffic}
+        revisions = [
+            {
+                "name": r.name,
+                "component": service.entry,
+                "percent": percent.get(r.name, 0),
+                "ready": r.ready_count > 0,
+                "replicas": len(r.live),
+                "readyReplicas": r.ready_count,
+                "desiredReplicas": r.desired if not r.retired else 0,
+                "panic": bool(r.decision and r.decision.panic),
+                "inFlight": 0,
+                "retired": r.retired,
+                "message": r.failure,
+                "replicaDetails": [_replica_details(replica) for replica in r.replicas],
+            }
+            for r in reversed(service.revisions)
+        ]
+        metadata = dict(service.doc.get("metadata", {}))
+        metadata["generation"] = service.generation
+        return {
+            "apiVersion": service.doc.get("apiVersion"),
+            "kind": "InferenceService",
+            "metadata": metadata,
+            "spec": service.doc.get("spec", {}),
+            "status": {
+                "url": f"http://{route.host}",
+                "address": {"url": f"http://{route.host}"},
+                "components": {service.entry: component},
+                "conditions": conditions,
+                "observedGeneration": service.generation,
+                "modelserve": {"revisions": revisions},
+            },
+        }
+
+    def _write(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.output.write(f"[controlplane] {line}\n")
+            self.output.flush()
+
+
+def _replica_details(replica: _Replica) -> dict[str, Any]:
+    """One replica's processes, as `kubectl get pods` would show them."""
+    return {
+        "number": replica.number,
+        "ready": replica.ready,
+        "draining": replica.draining,
+        "url": replica.entry.plan.http_url,
+        "processes": [
+            {
+                "name": s.name,
+                "component": s.plan.component,
+                "pid": s.pid,
+                "state": s.state.value,
+                "restarts": s.restarts,
+                "message": s.message,
+            }
+            for s in replica.supervisors
+        ],
+    }
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
+    condition = {"type": kind, "status": "True" if ok else "False"}
+    if not ok:
+        condition.update(reason=reason, message=message)
+    return condition

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI
@@ -35,11 +36,12 @@ from starlette.types import Receive, Scope, Send
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.dataplane.proxy import HttpForwarder
-from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, select_backend
-from gateway.routing import RoutingTable, ServiceRoute
+from gateway.dataplane.proxy import BackendConnectFailed, HttpForwarder, UpstreamResponse
+from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
+from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
+    InvalidInput,
     ModelNotFound,
     ModelServeError,
     PayloadTooLarge,
@@ -48,7 +50,7 @@ from servers.errors import (
     error_body,
 )
 
-__all__ = ["REVISION_HEADER", "create_app", "error_response"]
+__all__ = ["REVISION_HEADER", "Rollouts", "create_app", "error_response"]
 
 REVISION_HEADER = "x-modelserve-revision"
 JSON = "application/json"
@@ -71,6 +73,16 @@ _API_KEY = API_KEY_HEADER.encode()
 _REVISION = REVISION_HEADER.encode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_YAML = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+class Rollouts(Protocol):
+    """The control plane's rollout API behind `POST` and `PATCH /v1/services` (the local
+    platform's; a gateway in front of a cluster has none: rollouts go through kubectl)."""
+
+    async def apply(self, data: Any, where: str = ...) -> tuple[dict[str, Any], bool]: ...
+
+    async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]: ...
 
 
 def json_response(body: object, status: int = 200, revision: str = NO_REVISION) -> Response:
@@ -205,18 +217,20 @@ class _RestDataPlane:
         try:
             if self.admission.enabled:
                 _admit(self.admission, scope, found)
-            route = find_route(self.table, name, found.host)
+            route, tag = find_route(self.table, name, found.host)
         except ModelServeError as exc:
             # Rejected before routing (auth, rate limit) or no such service: no component hit.
             failed = error_response(exc)
             self.metrics.observe(
-                UNKNOWN_SERVICE, protocol, str(failed.status_code), perf_counter() - start
+                UNKNOWN_SERVICE, NO_REVISION, protocol, str(failed.status_code),
+                perf_counter() - start,
             )
             return failed
         self.metrics.started(route.name)
         code = "499"  # stays so when the client goes away (the task is cancelled)
+        attempt = Attempt()
         try:
-            response = await self._forward(scope, receive, route, found, has_body)
+            response = await self._forward(scope, receive, route, tag, found, has_body, attempt)
             code = str(response.status_code)
             return response
         except ClientDisconnect:
@@ -225,32 +239,44 @@ class _RestDataPlane:
             code = "500"  # a gateway bug; the app's crash handler answers it
             raise
         finally:
-            self.metrics.finished(route.name, protocol, code, perf_counter() - start)
+            self.metrics.finished(
+                route.name, attempt.revision, protocol, code, perf_counter() - start
+            )
 
     async def _forward(
         self,
         scope: Scope,
         receive: Receive,
         route: ServiceRoute,
+        tag: str | None,
         found: _RequestHeaders,
         has_body: bool,
+        attempt: Attempt,
     ) -> Response:
-        revision = NO_REVISION
+        forwarder = self.forwarder
+        assert forwarder is not None, "the app's lifespan did not run"
+        method = scope["method"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        body: bytes | None = None
+
+        async def read_body() -> None:
+            nonlocal body
+            body = await self._read_body(receive, found.length)
+
+        def send(backend: Backend) -> Awaitable[UpstreamResponse]:
+            return forwarder.forward(backend.http_url, method, target, found.forwarded, body)
+
         try:
-            backend = select_backend(self.table, route)
-            revision = backend.revision
-            body = await self._read_body(receive, found.length) if has_body else None
-            target = scope.get("raw_path") or scope["path"].encode()
-            if scope["query_string"]:
-                target += b"?" + scope["query_string"]
-            assert self.forwarder is not None, "the app's lifespan did not run"
-            upstream = await self.forwarder.forward(
-                backend.http_url, scope["method"], target, found.forwarded, body
+            upstream = await dispatch(
+                self.table, route, tag, self.settings, send, _connect_failed, attempt,
+                read_body if has_body else None,
             )
         except ModelServeError as exc:
-            return error_response(exc, revision)
+            return error_response(exc, attempt.revision)
         status, headers, content = upstream.status, upstream.headers, upstream.content
-        headers.append((_REVISION, revision.encode("latin-1")))
+        headers.append((_REVISION, attempt.revision.encode("latin-1")))
         if status >= 200 and status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(content)))
         return _Answer(status, headers, content)
@@ -280,6 +306,10 @@ class _RestDataPlane:
         return b"".join(chunks)
 
 
+def _connect_failed(exc: Exception) -> bool:
+    return isinstance(exc, BackendConnectFailed)
+
+
 def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHeaders:
     """One pass over the request headers: Host, Content-Length, credentials, what to forward."""
     found = _RequestHeaders()
@@ -301,8 +331,32 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
     return found
 
 
+async def _document_body(request: Request, limit: int) -> Any:
+    """A JSON (or, for `apply`, YAML) request body; InvalidInput when it is neither."""
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in _YAML:
+        import yaml
+
+        try:
+            return yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"request body is not YAML: {exc}") from exc
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not JSON: {exc}") from exc
+
+
 def _add_info_routes(
-    app: FastAPI, table: RoutingTable, metrics: GatewayMetrics, admission: Admission
+    app: FastAPI,
+    table: RoutingTable,
+    metrics: GatewayMetrics,
+    admission: Admission,
+    rollouts: Rollouts | None = None,
+    max_body_bytes: int = 16 * 1024 * 1024,
 ) -> None:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
@@ -325,7 +379,7 @@ def _add_info_routes(
         except ModelServeError as exc:
             failed = error_response(exc)
             protocol = request.url.path.split("/", 2)[1]  # "v1" or "v2"
-            metrics.observe(UNKNOWN_SERVICE, protocol, str(failed.status_code),
+            metrics.observe(UNKNOWN_SERVICE, NO_REVISION, protocol, str(failed.status_code),
                             perf_counter() - start)
             return failed
         return None
@@ -339,7 +393,7 @@ def _add_info_routes(
         if (failed := refused(request)) is not None:
             return failed
         routes = sorted(table.routes(), key=lambda r: r.name)
-        return json_response({"services": [r.status() for r in routes]})
+        return json_response({"services": [r.status(table.stats) for r in routes]})
 
     async def get_service(request: Request) -> Response:
         if (failed := refused(request)) is not None:
@@ -348,7 +402,40 @@ def _add_info_routes(
         route = table.get(name)
         if route is None:
             return error_response(ModelNotFound(f"no InferenceService named '{name}'"))
-        return json_response(route.status())
+        return json_response(route.status(table.stats))
+
+    def no_rollouts() -> Response:
+        message = (
+            "rollouts need the local control plane (`modelserve up`); in a cluster use "
+            "`kubectl apply` / `kubectl patch` or `modelserve ... --kube`"
+        )
+        return json_response(error_body(message), 405)
+
+    async def apply_service(request: Request) -> Response:
+        if (failed := refused(request)) is not None:
+            return failed
+        if rollouts is None:
+            return no_rollouts()
+        try:
+            data = await _document_body(request, max_body_bytes)
+            doc, created = await rollouts.apply(data)
+        except ModelServeError as exc:
+            return error_response(exc)
+        return json_response(doc, 201 if created else 200)
+
+    async def patch_service(request: Request) -> Response:
+        if (failed := refused(request)) is not None:
+            return failed
+        if rollouts is None:
+            return no_rollouts()
+        try:
+            body = await _document_body(request, max_body_bytes)
+            doc = await rollouts.patch(
+                request.path_params["name"], request.headers.get("content-type", ""), body
+            )
+        except ModelServeError as exc:
+            return error_response(exc)
+        return json_response(doc)
 
     async def metrics_text(request: Request) -> Response:
         return Response(
@@ -360,7 +447,9 @@ def _add_info_routes(
     app.add_route("/v1/models", list_models, ["GET"])
     app.add_route("/v2/models", list_models, ["GET"])
     app.add_route("/v1/services", list_services, ["GET"])
+    app.add_route("/v1/services", apply_service, ["POST"])
     app.add_route("/v1/services/{name}", get_service, ["GET"])
+    app.add_route("/v1/services/{name}", patch_service, ["PATCH"])
     app.add_route("/metrics", metrics_text, ["GET"])
 
 
@@ -416,9 +505,11 @@ def create_app(
     settings: GatewaySettings,
     metrics: GatewayMetrics | None = None,
     admission: Admission | None = None,
+    rollouts: Rollouts | None = None,
 ) -> FastAPI:
     """The gateway's REST app over `table`; pass `metrics` and `admission` to share them with
-    the gRPC proxy (by default both are the app's own, the admission built from `settings`).
+    the gRPC proxy (by default both are the app's own, the admission built from `settings`),
+    and `rollouts` to serve `POST`/`PATCH /v1/services` (the local control plane).
 
     The HTTP pools to the backends live in the app's lifespan: opened at start-up, closed at
     shutdown (uvicorn runs it; so does `with TestClient(app)`).
@@ -443,7 +534,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.metrics = plane.metrics
-    _add_info_routes(app, table, plane.metrics, admission)
+    _add_info_routes(app, table, plane.metrics, admission, rollouts, settings.max_body_bytes)
     _add_proxy_routes(app, plane)
     _add_error_handlers(app)
     app.plane = plane

@@ -33,8 +33,9 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import GatewayMetrics
-from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, find_route, select_backend
-from gateway.routing import RoutingTable, ServiceRoute
+from gateway.dataplane.proxy import BackendConnectFailed
+from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
+from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
     BackendTimeout,
@@ -267,12 +268,12 @@ class GrpcProxy:
         return forward
 
     def _v2_route(self, request: bytes) -> ServiceRoute:
-        return find_route(self.table, read_model_name(request))
+        return find_route(self.table, read_model_name(request))[0]
 
     def _tf_route(self, request: bytes, first_task: bool = False) -> ServiceRoute:
         name, version = read_model_spec(request, first_task)
         try:
-            return find_route(self.table, name)
+            return find_route(self.table, name)[0]
         except ModelNotFound:
             raise servable_not_found(name, version) from None
 
@@ -288,32 +289,40 @@ class GrpcProxy:
     ) -> bytes:
         start = time.perf_counter()
         route: ServiceRoute | None = None
-        revision = NO_REVISION
+        attempt = Attempt()
         dropped: tuple[str, ...] = _DROPPED_METADATA
+        announced = False
+
+        async def send(backend: Backend) -> bytes:
+            nonlocal announced
+            if not announced:  # once: a retry goes to another replica of the same revision
+                await context.send_initial_metadata(((REVISION_KEY, backend.revision),))
+                announced = True
+            if backend.grpc_target is None:
+                raise BackendUnavailable(f"revision '{backend.revision}' serves no gRPC")
+            return await self._call(backend.grpc_target, path, request, context, dropped)
+
         try:
             if self.admission.enabled:
                 dropped = self._admit(context)
             route = locate(request)
             self.metrics.started(route.name)
-            backend = select_backend(self.table, route)
-            revision = backend.revision
-            await context.send_initial_metadata(((REVISION_KEY, revision),))
-            if backend.grpc_target is None:
-                raise BackendUnavailable(f"revision '{revision}' serves no gRPC")
-            response = await self._call(backend.grpc_target, path, request, context, dropped)
+            response = await dispatch(
+                self.table, route, None, self.settings, send, _connect_failed, attempt
+            )
         except ModelServeError as exc:
             # Counted before the status goes out: a client that saw it finds it counted.
-            self._count(route, exc.grpc_code, start)
-            if revision == NO_REVISION:
-                await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+            self._count(route, attempt.revision, exc.grpc_code, start)
+            if not announced:
+                await context.send_initial_metadata(((REVISION_KEY, attempt.revision),))
             await _abort(context, exc)
         except asyncio.CancelledError:
-            self._count(route, grpc.StatusCode.CANCELLED, start)
+            self._count(route, attempt.revision, grpc.StatusCode.CANCELLED, start)
             raise
         except Exception:
-            self._count(route, grpc.StatusCode.UNKNOWN, start)
+            self._count(route, attempt.revision, grpc.StatusCode.UNKNOWN, start)
             raise
-        self._count(route, grpc.StatusCode.OK, start)
+        self._count(route, attempt.revision, grpc.StatusCode.OK, start)
         return response
 
     def _admit(self, context: Context) -> tuple[str, ...]:
@@ -330,12 +339,14 @@ class GrpcProxy:
             (API_KEY_HEADER, "authorization") if consumed else (API_KEY_HEADER,)
         )
 
-    def _count(self, route: ServiceRoute | None, code: grpc.StatusCode, start: float) -> None:
+    def _count(
+        self, route: ServiceRoute | None, revision: str, code: grpc.StatusCode, start: float
+    ) -> None:
         seconds = time.perf_counter() - start
         if route is None:
-            self.metrics.observe(UNKNOWN_SERVICE, "grpc", code.name, seconds)
+            self.metrics.observe(UNKNOWN_SERVICE, NO_REVISION, "grpc", code.name, seconds)
         else:
-            self.metrics.finished(route.name, "grpc", code.name, seconds)
+            self.metrics.finished(route.name, revision, "grpc", code.name, seconds)
 
     async def _call(
         self, target: str, path: str, request: bytes, context: Context, dropped: tuple[str, ...]
@@ -374,8 +385,16 @@ def _upstream_error(exc: aio.AioRpcError, target: str, timeout: float) -> ModelS
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return BackendTimeout(f"backend {target} did not answer within {timeout:.3g} s")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return BackendUnavailable(f"backend {target} unavailable: {exc.details()}")
+        details = exc.details() or ""
+        # gRPC's words when no connection could be made: the call never reached the backend.
+        failed = "failed to connect" in details.lower() or "connection refused" in details.lower()
+        error = BackendConnectFailed if failed else BackendUnavailable
+        return error(f"backend {target} unavailable: {details}")
     return UpstreamError(exc.details() or code.name, status_for_http(code), code)
+
+
+def _connect_failed(exc: Exception) -> bool:
+    return isinstance(exc, BackendConnectFailed)
 
 
 def _as_str(value: str | bytes | None) -> str | None:

@@ -11,7 +11,8 @@ so tests and embedders can build several gateways in one process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -42,6 +43,18 @@ _BUCKETS = (
 
 _IN_FLIGHT = "modelserve_gateway_requests_in_flight"
 _IN_FLIGHT_HELP = "Requests the gateway is forwarding right now, by service."
+# Per revision, from the InferenceService documents the control plane writes into the routes.
+_SCALE_GAUGES = (
+    ("modelserve_revision_replicas", "Replicas of the revision that are ready.", "readyReplicas"),
+    ("modelserve_revision_desired_replicas", "Replicas the autoscaler wants.", "desiredReplicas"),
+    ("modelserve_revision_panic", "1 while the revision's autoscaler is in panic mode.", "panic"),
+    ("modelserve_revision_traffic_percent", "The revision's share of traffic.", "percent"),
+    ("modelserve_revision_requests_in_flight", "Requests in flight (or held) for the revision.",
+     "inFlight"),
+)
+
+# What the scale gauges read: each service's status document (`ServiceRoute.status()`).
+Documents = Callable[[], Iterable[Mapping[str, Any]]]
 
 
 class _InFlightGauge(Collector):
@@ -60,52 +73,99 @@ class _InFlightGauge(Collector):
         return [family]
 
 
+class _ScaleGauges(Collector):
+    """Replicas, desired replicas, panic mode and traffic per revision, read at scrape time
+    from the documents the control plane writes (the autoscaler's decisions)."""
+
+    def __init__(self, documents: Documents) -> None:
+        self._documents = documents
+
+    def describe(self) -> Iterable[Metric]:
+        labels = ["service", "revision"]
+        return [GaugeMetricFamily(n, h, labels=labels) for n, h, _ in _SCALE_GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        families = [
+            (GaugeMetricFamily(n, h, labels=["service", "revision"]), key)
+            for n, h, key in _SCALE_GAUGES
+        ]
+        for doc in self._documents():
+            service = str(doc.get("metadata", {}).get("name", ""))
+            revisions = doc.get("status", {}).get("modelserve", {}).get("revisions", [])
+            for revision in revisions:
+                for family, key in families:
+                    family.add_metric([service, str(revision["name"])], float(revision[key]))
+        return [family for family, _ in families]
+
+
 class GatewayMetrics:
     """`modelserve_gateway_*` request metrics, and the in-flight counts the autoscaler reads."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, documents: Documents | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "modelserve_gateway_requests",
-            "Requests answered by the gateway, by service, protocol (v1, v2, grpc) and code.",
-            ["service", "protocol", "code"],
+            "Requests answered by the gateway, by service, revision, protocol (v1, v2, grpc) "
+            "and code.",
+            ["service", "revision", "protocol", "code"],
             registry=self.registry,
         )
         self.duration = Histogram(
             "modelserve_gateway_request_duration_seconds",
             "Time from a request's arrival at the gateway to its answer.",
-            ["service", "protocol"],
+            ["service", "revision", "protocol"],
             buckets=_BUCKETS,
             registry=self.registry,
         )
         # The concurrency statistic the autoscaler reads, exported as the in-flight gauge.
         self._in_flight: dict[str, int] = {}
         self.registry.register(_InFlightGauge(self._in_flight))
+        if documents is not None:
+            self.registry.register(_ScaleGauges(documents))
         # The labelled children, looked up once: `labels()` validates and locks on every call.
-        self._counters: dict[tuple[str, str, str], Counter] = {}
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        self._counters: dict[tuple[str, str, str, str], Counter] = {}
+        self._histograms: dict[tuple[str, str, str], Histogram] = {}
 
     def started(self, service: str) -> None:
         """A request for `service` entered the gateway."""
         self._in_flight[service] = self._in_flight.get(service, 0) + 1
 
-    def finished(self, service: str, protocol: str, code: str, seconds: float) -> None:
-        """A request started with `started(service)` was answered with `code`."""
+    def finished(
+        self, service: str, revision: str, protocol: str, code: str, seconds: float
+    ) -> None:
+        """A request started with `started(service)` was answered with `code` by `revision`
+        (`none` when no revision was chosen)."""
         self._in_flight[service] -= 1
-        self.observe(service, protocol, code, seconds)
+        self.observe(service, revision, protocol, code, seconds)
 
-    def observe(self, service: str, protocol: str, code: str, seconds: float) -> None:
+    def observe(
+        self, service: str, revision: str, protocol: str, code: str, seconds: float
+    ) -> None:
         """Count one answered request (also those that never reached a backend)."""
-        key = (service, protocol, code)
+        key = (service, revision, protocol, code)
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = self.requests.labels(service, protocol, code)
+            counter = self._counters[key] = self.requests.labels(*key)
         counter.inc()
-        histogram = self._histograms.get((service, protocol))
+        hkey = (service, revision, protocol)
+        histogram = self._histograms.get(hkey)
         if histogram is None:
-            histogram = self.duration.labels(service, protocol)
-            self._histograms[(service, protocol)] = histogram
+            histogram = self._histograms[hkey] = self.duration.labels(*hkey)
         histogram.observe(seconds)
+
+    def count(self, **labels: str) -> float:
+        """Requests answered with every label given (e.g. service=..., code=...), summed over
+        the labels not given."""
+        total = 0.0
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
 
     def in_flight(self, service: str) -> int:
         """How many requests for `service` are being forwarded now."""

@@ -34,7 +34,7 @@ import httptools
 from gateway.settings import GatewaySettings
 from servers.errors import BackendTimeout, BackendUnavailable
 
-__all__ = ["Headers", "HttpForwarder", "UpstreamResponse"]
+__all__ = ["BackendConnectFailed", "Headers", "HttpForwarder", "UpstreamResponse"]
 
 # (lower-case name, value) pairs, as ASGI servers give them.
 Headers = Sequence[tuple[bytes, bytes]]
@@ -54,6 +54,11 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     content: bytes
+
+
+class BackendConnectFailed(BackendUnavailable):
+    """No byte of an answer came: the connection was refused, not accepted in time, or lost
+    before the backend answered. Safe to send to another replica (`resolve.dispatch`)."""
 
 
 class _Disconnected(Exception):
@@ -354,8 +359,13 @@ class HttpForwarder:
                 f"backend {base_url} did not answer within {self._timeout_s} s"
             ) from exc
         except _Connecting as exc:
-            raise BackendUnavailable(f"backend {base_url} did not accept a connection") from exc
-        except (OSError, _Disconnected, _BadAnswer) as exc:
+            raise BackendConnectFailed(f"backend {base_url} did not accept a connection") from exc
+        except _Disconnected as exc:
+            error = BackendUnavailable if exc.received else BackendConnectFailed
+            raise error(f"backend {base_url} unavailable: {exc}") from exc
+        except OSError as exc:  # refused, unreachable: nothing was sent
+            raise BackendConnectFailed(f"backend {base_url} unavailable: {exc}") from exc
+        except _BadAnswer as exc:
             raise BackendUnavailable(f"backend {base_url} unavailable: {exc}") from exc
 
     async def _send(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from gateway.dataplane.admission import Admission
-from gateway.dataplane.app import create_app
+from gateway.dataplane.app import Rollouts, create_app
 from gateway.dataplane.grpc_proxy import GrpcProxy
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
@@ -51,6 +51,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _documents(table: RoutingTable) -> list[dict[str, object]]:
+    return [route.status(table.stats) for route in table.routes()]
+
+
 class GatewayServer:
     """The gateway's REST (uvicorn) and gRPC servers over one routing table, one metrics set
     and one admission (API keys, rate limits: a key's limit counts both protocols).
@@ -68,13 +72,15 @@ class GatewayServer:
         grpc_port: int | None = 8081,
         metrics: GatewayMetrics | None = None,
         admission: Admission | None = None,
+        rollouts: Rollouts | None = None,
     ) -> None:
         self.table = table
+        self.rollouts = rollouts
         self.settings = settings
         self.host = host
         self.http_port = http_port
         self.grpc_port = grpc_port
-        self.metrics = metrics or GatewayMetrics()
+        self.metrics = metrics or GatewayMetrics(documents=lambda: _documents(table))
         self.admission = admission or Admission.from_settings(settings)
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
@@ -86,7 +92,7 @@ class GatewayServer:
         if sock is None:
             sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
-        app = create_app(self.table, self.settings, self.metrics, self.admission)
+        app = create_app(self.table, self.settings, self.metrics, self.admission, self.rollouts)
         # proxy_headers off: uvicorn would otherwise take the client address from
         # X-Forwarded-For for local peers (a header any client can write, and the rate
         # limit's client without auth), building a dict of every request's headers to do so.

@@ -88,11 +88,7 @@ class Gateway:
         return f"127.0.0.1:{self.server.grpc_port}"
 
     def sample(self, name: str, protocol: str, code: str) -> float:
-        labels = {"service": name, "protocol": protocol, "code": code}
-        value = self.server.metrics.registry.get_sample_value(
-            "modelserve_gateway_requests_total", labels
-        )
-        return value or 0.0
+        return self.server.metrics.count(service=name, protocol=protocol, code=code)
 
 
 def build_table(a: Upstream, b: Upstream) -> RoutingTable:

@@ -190,19 +190,17 @@ def test_unknown_path_has_error_body_and_revision(client: httpx.Client) -> None:
 def test_metrics_endpoint_exposes_counters_histogram_and_gauge(client: httpx.Client) -> None:
     client.post("/v2/models/echo/infer", content=V2_BODY)
     text = client.get("/metrics").text
-    assert 'modelserve_gateway_requests_total{code="200",protocol="v2",service="echo"}' in text
+    assert ('modelserve_gateway_requests_total{code="200",protocol="v2",revision="echo-00001",'
+            'service="echo"}') in text
     assert "modelserve_gateway_request_duration_seconds_bucket" in text
     assert 'modelserve_gateway_requests_in_flight{service="echo"} 0.0' in text
 
 
 def test_apps_have_separate_registries() -> None:
     first, second = GatewayMetrics(), GatewayMetrics()
-    first.observe("s", "v2", "200", 0.01)
-    assert first.registry.get_sample_value(
-        "modelserve_gateway_requests_total", {"service": "s", "protocol": "v2", "code": "200"}
-    ) == 1.0
-    assert second.registry.get_sample_value(
-        "modelserve_gateway_requests_total", {"service": "s", "protocol": "v2", "code": "200"}
-    ) is None
+    first.observe("s", "s-00001", "v2", "200", 0.01)
+    labels = {"service": "s", "revision": "s-00001", "protocol": "v2", "code": "200"}
+    assert first.registry.get_sample_value("modelserve_gateway_requests_total", labels) == 1.0
+    assert second.registry.get_sample_value("modelserve_gateway_requests_total", labels) is None
     create_app(RoutingTable(), GatewaySettings())
     create_app(RoutingTable(), GatewaySettings())  # no duplicate-registration error

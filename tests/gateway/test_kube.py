@@ -23,6 +23,7 @@ from gateway.kube import (
     promote_patch,
 )
 from tests.gateway.fake_kube import FakeKube, start
+from tests.support import free_port
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "inferenceservices"
 NS = "serving"
@@ -281,11 +282,12 @@ def _run(argv: list[str]) -> int:
     [["canary", "sklearn-iris", "--percent", "10"], ["promote", "sklearn-iris"],
      ["rollback", "sklearn-iris"]],
 )
-def test_cli_without_kube_exits_2(
+def test_cli_without_kube_talks_to_the_local_platform_not_the_cluster(
     argv: list[str], fake: FakeKube, capsys: pytest.CaptureFixture[str]
 ):
-    assert _run(argv) == 2
-    assert "revisions are not built yet: use --kube against a cluster" in capsys.readouterr().err
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert _run([*argv, "--url", nobody]) == 1
+    assert f"cannot reach the platform at {nobody}" in capsys.readouterr().err
     assert fake.requests == []
 
 

@@ -105,9 +105,7 @@ def revision_of(call: grpc.Call) -> str | None:
 
 
 def requests_total(gateway: GatewayServer, service: str, code: str) -> float:
-    labels = {"service": service, "protocol": "grpc", "code": code}
-    value = gateway.metrics.registry.get_sample_value("modelserve_gateway_requests_total", labels)
-    return value or 0.0
+    return gateway.metrics.count(service=service, protocol="grpc", code=code)
 
 
 def test_predict_through_the_gateway_equals_the_direct_answer(
