@@ -44,7 +44,9 @@ CMD ["python", "-m", "servers.transformers.tabular", "--model_dir", "/mnt/models
 
 FROM runtime AS gateway
 COPY --chown=1000 inferenceservices /app/inferenceservices
-CMD ["modelserve", "up", "--host", "0.0.0.0", "--models-dir", "/mnt/models"]
+# The services this image can run itself (no TensorFlow, no tritonserver here).
+CMD ["modelserve", "up", "/app/inferenceservices/sklearn-iris.yaml", \
+     "/app/inferenceservices/iris-classifier.yaml", "--host", "0.0.0.0", "--models-dir", "/mnt/models"]
 
 # Last, so a plain `docker build .` gives the predictor image the manifests name.
 FROM runtime AS sklearn
