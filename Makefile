@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv run test lint build-models bench bench-tf bench-triton bench-peers clean
+.PHONY: install triton-venv browser run test lint build-models bench bench-tf bench-triton bench-peers clean
 
-install: $(STAMP) triton-venv
+install: $(STAMP) triton-venv browser
 
 # Bytecode is compiled once (~30 s; a few packages ship files that don't compile, hence
 # `|| true`), whatever PYTHONDONTWRITEBYTECODE says: every server start then imports kserve
@@ -46,6 +46,20 @@ bench-peers: install
 
 clean:
 	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtests/reports
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (whose own browser
+# download does not work here): installed when missing if we are root or may sudo; otherwise,
+# or if apt-get fails, a note says why those tests will be skipped.
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+NO_BROWSER := the browser tests (tests/e2e/test_dashboard_browser.py) will be skipped
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		$(APT_CHROMIUM) || echo "make: installing chromium failed: $(NO_BROWSER)"; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo sh -c '$(APT_CHROMIUM)' || echo "make: installing chromium failed: $(NO_BROWSER)"; \
+	else echo "make: /usr/bin/chromium is missing and apt-get needs root or sudo: $(NO_BROWSER)"; fi
 
 # Triton's own venv: the nvidia-pytriton wheel (the real tritonserver) pins numpy<2, which the
 # main venv cannot take (TensorFlow needs numpy 2). Its python-backend stub also runs the

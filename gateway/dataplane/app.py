@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.dashboard import DashboardSettings, MetricsHistory, add_dashboard_routes  # dashboard
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -516,13 +517,17 @@ def create_app(
     """
     admission = admission or Admission.from_settings(settings)
     plane = _RestDataPlane(table, settings, metrics or GatewayMetrics(), admission)
+    dashboard = DashboardSettings()  # dashboard: /ui, its JSON API and metrics history
+    history = MetricsHistory.from_settings(plane.metrics.registry, dashboard)  # dashboard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plane.forwarder = HttpForwarder(settings)
+        history.start()  # dashboard
         try:
             yield
         finally:
+            await history.stop()  # dashboard
             forwarder, plane.forwarder = plane.forwarder, None
             await forwarder.aclose()
 
@@ -535,6 +540,7 @@ def create_app(
     )
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics, admission, rollouts, settings.max_body_bytes)
+    add_dashboard_routes(app, table, plane.metrics, admission, history, dashboard)  # dashboard
     _add_proxy_routes(app, plane)
     _add_error_handlers(app)
     app.plane = plane

@@ -1,0 +1,188 @@
+"""The dashboard's routes on the gateway's app: the page at `/ui` and the JSON API behind it.
+
+- `GET /ui` (and `/ui/static/{file}`): the page, its script and style, shipped in this package
+  and served from memory. Open without an API key (they hold no data); the page asks for the
+  key when an API call answers 401/403.
+- `GET /v1/metrics?window=60`: every service's req/s, p50/p95/p99 and error ratios.
+- `GET /v1/services/{name}/metrics?window=300&step=5`: one service, per revision too, with a
+  time series for the chart.
+- `GET /v1/slo?window=60`: targets from the SLO file, verdicts of the latest load-test report
+  and of the live window.
+- `GET /v1/services/{name}/example?protocol=v1|v2`: the load tests' payload, to try a service.
+
+The JSON routes pass the gateway's admission like `/v1/services` (API key, rate limit) and
+answer errors as `{"error": "..."}`. The services themselves and the rollout controls are the
+gateway's own `/v1/services` API, which the page calls as the CLI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from time import perf_counter
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from gateway.dashboard.api import example_doc, metrics_doc, service_metrics_doc, slo_doc
+from gateway.dashboard.history import MetricsHistory
+from gateway.dashboard.settings import DashboardSettings
+from gateway.dataplane.admission import Admission
+from gateway.dataplane.auth import API_KEY_HEADER
+from gateway.dataplane.metrics import GatewayMetrics
+from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE
+from gateway.routing import RoutingTable
+from servers.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelServeError,
+    TooManyRequests,
+    Unauthenticated,
+    error_body,
+)
+
+__all__ = ["add_dashboard_routes"]
+
+_REVISION_HEADER = "x-modelserve-revision"
+# The page loads nothing but its own files and talks to nothing but this gateway.
+_PAGE_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-cache",
+    _REVISION_HEADER: NO_REVISION,
+}
+_STATIC_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(body: object, status: int = 200) -> Response:
+    headers = {_REVISION_HEADER: NO_REVISION, "cache-control": "no-store"}
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _error(exc: ModelServeError) -> Response:
+    response = _json(error_body(exc.message), exc.http_status)
+    if isinstance(exc, Unauthenticated):
+        response.headers["www-authenticate"] = "Bearer"
+    elif isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
+        response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
+
+
+def _load_static() -> dict[str, bytes]:
+    folder = resources.files("gateway.dashboard").joinpath("static")
+    return {name: folder.joinpath(name).read_bytes() for name in _STATIC_TYPES}
+
+
+def _number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    """A numeric query parameter within [low, high], or InvalidInput naming it."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number of seconds, not {text!r}") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low:g} and {high:g} seconds, not {text}")
+    return value
+
+
+def add_dashboard_routes(
+    app: FastAPI,
+    table: RoutingTable,
+    metrics: GatewayMetrics,
+    admission: Admission,
+    history: MetricsHistory,
+    settings: DashboardSettings | None = None,
+) -> None:
+    """Register `/ui`, its assets and the dashboard's JSON API on the gateway's `app`.
+    `history` samples `metrics` (the app's lifespan starts and stops it); `settings` default
+    to the environment's (`MODELSERVE_DASHBOARD_*`)."""
+    settings = settings or DashboardSettings()
+    static = _load_static()
+    retention = history.retention_s
+
+    def protected(handler: Callable[[Request], Response]) -> Handler:
+        """`handler` behind the gateway's admission, its errors in the `{"error"}` format."""
+
+        async def endpoint(request: Request) -> Response:
+            start = perf_counter()
+            try:
+                if admission.enabled:
+                    client = request.client.host if request.client else "unknown"
+                    headers = request.headers
+                    admission.admit(
+                        headers.get(API_KEY_HEADER), headers.get("authorization"), client
+                    )
+            except ModelServeError as exc:
+                # Counted as the gateway counts every request refused before routing.
+                failed = _error(exc)
+                code, seconds = str(failed.status_code), perf_counter() - start
+                metrics.observe(UNKNOWN_SERVICE, NO_REVISION, "v1", code, seconds)
+                return failed
+            try:
+                return handler(request)
+            except ModelServeError as exc:
+                return _error(exc)
+
+        return endpoint
+
+    def known(request: Request) -> str:
+        name: str = request.path_params["name"]
+        if table.get(name) is None:
+            raise ModelNotFound(f"no InferenceService named '{name}'")
+        return name
+
+    def names() -> list[str]:
+        return [route.name for route in table.routes()]
+
+    def all_metrics(request: Request) -> Response:
+        window = _number(request, "window", 60, 1, retention)
+        return _json(metrics_doc(history, names(), window))
+
+    def service_metrics(request: Request) -> Response:
+        name = known(request)
+        window = _number(request, "window", 300, 1, retention)
+        step = _number(request, "step", max(5.0, history.interval_s), history.interval_s, window)
+        return _json(service_metrics_doc(history, name, window, step))
+
+    def slo(request: Request) -> Response:
+        window = _number(request, "window", 60, 1, retention)
+        return _json(slo_doc(settings, history, names(), window))
+
+    def example(request: Request) -> Response:
+        name = known(request)
+        return _json(example_doc(settings, name, request.query_params.get("protocol")))
+
+    def asset(name: str) -> Handler:
+        body, media_type = static[name], _STATIC_TYPES[name]
+
+        async def serve(request: Request) -> Response:
+            return Response(body, headers=_PAGE_HEADERS, media_type=media_type)
+
+        return serve
+
+    async def slash(request: Request) -> Response:
+        return RedirectResponse("/ui", 308, headers={_REVISION_HEADER: NO_REVISION})
+
+    app.add_route("/ui", asset("index.html"), ["GET"])
+    app.add_route("/ui/", slash, ["GET"])
+    for name in _STATIC_TYPES:
+        if name != "index.html":
+            app.add_route(f"/ui/static/{name}", asset(name), ["GET"])
+    app.add_route("/v1/metrics", protected(all_metrics), ["GET"])
+    app.add_route("/v1/slo", protected(slo), ["GET"])
+    app.add_route("/v1/services/{name}/metrics", protected(service_metrics), ["GET"])
+    app.add_route("/v1/services/{name}/example", protected(example), ["GET"])
