@@ -172,7 +172,7 @@ class RoutingTable:
     def resolve_host(self, host: str) -> tuple[ServiceRoute, str | None] | None:
         """The route (and the tag, for a `latest-` / `prev-` host) for a Host header
         `[{tag}-]{name}.{namespace}.{domain}[:port]`, if any."""
-        hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+        hostname = (host.rsplit(":", 1)[0] if not host.startswith("[") else host).lower()
         by_host = self._by_host
         if by_host is None:
             by_host = {}

@@ -586,6 +586,8 @@ class LocalPlatform:
         if not revision.ever_ready:
             revision.ever_ready, revision.failure = True, ""
             self._write(f"revision {revision.name} ready")
+            if not revision.retired and len(revision.live) < revision.desired:
+                await self._scale(service, revision, revision.desired)  # minReplicas
         self._refresh(service)
 
     def _launch(self, service: _Service, revision: _Revision, replica: _Replica) -> None:

@@ -65,7 +65,11 @@ async def _activate(
     table: RoutingTable, route: ServiceRoute, tag: str | None, choice: Choice,
     settings: GatewaySettings,
 ) -> Backend:
-    """Hold the request until a replica of the chosen revision is ready (the activator)."""
+    """Hold the request until a replica of the chosen revision is ready (the activator).
+
+    The request stays with its revision, as Knative's activator holds it for one revision,
+    unless that revision loses its traffic (or can no longer be woken): then it is routed
+    again."""
     revision = choice.traffic.revision
     stats = table.stats
     if stats.waiting(revision) >= settings.activator_queue:
@@ -77,15 +81,27 @@ async def _activate(
     try:
         async with asyncio.timeout(settings.activator_timeout_s):
             while True:
-                await table.changed()
+                # Routes are replaced whole: a route still in the table is unchanged since
+                # the last look, and only then is there anything to wait for.
+                if table.get(route.name) is route:
+                    await table.changed()
                 current = table.get(route.name)
                 if current is None:
                     raise ModelNotFound(f"InferenceService '{route.name}' was deleted")
+                route = current
+                ready = table.pick_replica(current, revision, frozenset())
+                if ready is not None:
+                    return ready
+                if any(t.revision == revision and t.activate for t in current.split()):
+                    continue
                 again = table.pick(current, tag)
                 if again is None:
                     raise _not_ready(current, tag)
                 if again.backend is not None:
                     return again.backend
+                stats.finished(revision)  # held for another revision from here on
+                revision = again.traffic.revision
+                stats.started(revision)
     except TimeoutError:
         raise NotReady(
             f"no replica of revision '{revision}' became ready within "
