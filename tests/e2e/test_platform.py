@@ -223,7 +223,11 @@ def test_services_report_each_service_like_an_inference_service_status(
     assert iris["url"] == "http://sklearn-iris.default.example.com"
     assert iris["components"]["predictor"]["latestReadyRevision"] == "sklearn-iris-predictor-00001"
     assert iris["components"]["predictor"]["traffic"] == [
-        {"revisionName": "sklearn-iris-predictor-00001", "percent": 100, "latestRevision": True}
+        {"revisionName": "sklearn-iris-predictor-00001", "percent": 100, "latestRevision": True,
+         "tag": "latest"}
     ]
+    assert iris["components"]["predictor"]["latestRolledoutRevision"] == (
+        "sklearn-iris-predictor-00001"
+    )
     assert list(by_name["iris-classifier"]["components"]) == ["transformer"]
     assert all(s["conditions"][0]["status"] == "True" for s in by_name.values())
