@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
+from loadtests.table import ONE_REPLICA  # noqa: E402
 from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
 
@@ -94,7 +95,7 @@ def _run_target(
     target: Target, model_dir: Path, logs: Path, levels: list[int], seconds: float
 ) -> dict[int, LoadResult]:
     if target.via_gateway:
-        with run_platform(model_dir.parent, logs) as platform:
+        with run_platform(model_dir.parent, logs, env=ONE_REPLICA) as platform:
             path = f"/v1/models/{target.via_gateway}:predict"
             return asyncio.run(measure(platform.port, target.body, levels, seconds, path))
     predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]

@@ -52,7 +52,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
-from loadtests.table import measured_cells, print_table, ratio  # noqa: E402
+from loadtests.table import ONE_REPLICA, measured_cells, print_table, ratio  # noqa: E402
 from servers.demo_models import build_all  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
@@ -290,7 +290,7 @@ def predictor_args(model_dir: Path) -> list[str]:
 @contextmanager
 def run_gateway(models_root: Path, logs: Path) -> Iterator[Endpoint]:
     """`modelserve up inferenceservices/tf-digits.yaml` on free ports, stopped with SIGTERM."""
-    with run_platform(models_root, logs, [MANIFEST]) as platform:
+    with run_platform(models_root, logs, [MANIFEST], env=ONE_REPLICA) as platform:
         yield Endpoint("gateway", platform.port, platform.grpc_port)
 
 

@@ -71,7 +71,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
-from loadtests.table import loadavg, measured_cells, print_table, ratio  # noqa: E402
+from loadtests.table import ONE_REPLICA, loadavg, measured_cells, print_table, ratio  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from servers.triton.demo import DIGITS_MODELS, TRITON_REPOSITORY  # noqa: E402
 from servers.triton.tritonserver import TritonServer  # noqa: E402
@@ -392,7 +392,7 @@ def wait_models_ready(base_url: str, names: list[str], process: Any, timeout: fl
 @contextmanager
 def gateway(models_root: Path, logs: Path) -> Iterator[Endpoint]:
     """`modelserve up` with the two Triton manifests; both services ready (or an error)."""
-    with run_platform(models_root, logs, files=MANIFESTS) as platform:
+    with run_platform(models_root, logs, files=MANIFESTS, env=ONE_REPLICA) as platform:
         try:
             wait_models_ready(platform.url, [MODEL, CLASSIFIER], platform.process,
                               READY_TIMEOUT_S)

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from loadtests.httpload import LoadResult
 
-__all__ = ["loadavg", "measured_cells", "print_table", "ratio"]
+__all__ = ["ONE_REPLICA", "loadavg", "measured_cells", "print_table", "ratio"]
+
+# The environment of a benchmark's `modelserve up`: the autoscaler off, so each revision keeps
+# one replica and "through the gateway" compares the same one process with calling it directly.
+ONE_REPLICA = {"MODELSERVE_AUTOSCALER_ENABLED": "false"}
 
 
 def ratio(result: LoadResult, reference: LoadResult | None) -> str:
