@@ -109,6 +109,10 @@ def build_table(a: Upstream, b: Upstream) -> RoutingTable:
                                        backend("half-b", b, percent=50))),
         ServiceRoute("down", backends=(Backend("down-00001", f"http://127.0.0.1:{dead}",
                                                f"127.0.0.1:{dead}"),)),
+        # One revision, two replicas, one of which refuses connections: retried on the other.
+        ServiceRoute("halfdown", backends=(
+            Backend("halfdown-00001", f"http://127.0.0.1:{dead}", f"127.0.0.1:{dead}"),
+            backend("halfdown-00001", a))),
         ServiceRoute("loading", message="revision loading-00001 is pulling its model",
                      backends=(backend("loading-00001", a, ready=False),)),
     ):

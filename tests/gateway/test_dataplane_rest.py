@@ -118,6 +118,18 @@ def test_backend_down_is_503(client: httpx.Client, gateway: Gateway) -> None:
     assert gateway.sample("down", "v2", "503") == before + 1
 
 
+def test_a_refused_replica_is_retried_on_the_other_replica(
+    client: httpx.Client, gateway: Gateway
+) -> None:
+    before = gateway.sample("halfdown", "v2", "200")
+    for _ in range(12):  # ties between the replicas go round: some requests try the dead one
+        response = client.post("/v2/models/halfdown/infer", content=V2_BODY)
+        assert response.status_code == 200
+        assert response.json()["upstream"] == "a"
+        assert response.headers[REVISION] == "halfdown-00001"
+    assert gateway.sample("halfdown", "v2", "200") == before + 12
+
+
 def test_slow_backend_is_504(client: httpx.Client) -> None:
     response = client.post("/v2/models/slow/infer", content=V2_BODY)
     assert response.status_code == 504

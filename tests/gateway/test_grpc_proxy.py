@@ -138,3 +138,12 @@ def test_read_model_name_rejects_requests_without_one() -> None:
         read_model_name(pb.ModelReadyRequest(version="1").SerializeToString())
     with pytest.raises(InvalidInput):
         read_model_name(b"\x0a\x80")  # truncated
+
+
+def test_a_refused_replica_is_retried_on_the_other_replica(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+) -> None:
+    for _ in range(12):  # ties between the replicas go round: some calls try the dead one
+        response, call = stub.ModelInfer.with_call(infer_request("halfdown"))
+        assert response.parameters["upstream"].string_param == "a"
+        assert revision_of(call) == "halfdown-00001"
