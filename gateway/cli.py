@@ -73,6 +73,7 @@ def _print_services(platform: LocalPlatform, host: str, port: int, grpc_port: in
             f"{'':<{width}}  {base}/v2/models/{status.name}/infer  grpc {host}:{grpc_port}",
             flush=True,
         )
+    print(f"dashboard: {base}/ui", flush=True)
     print(
         f"modelserve ready: {len(statuses)} service(s), REST {base}, gRPC {host}:{grpc_port}"
         " (Ctrl-C to stop)",
