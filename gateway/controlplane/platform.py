@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import logging
 import math
 import sys
 import time
@@ -74,9 +73,7 @@ __all__ = [
     "StartError",
 ]
 
-log = logging.getLogger("modelserve.controlplane")
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
-AUTOSCALING_PREFIX = "autoscaling.knative.dev/"
 RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
 
 
@@ -175,8 +172,6 @@ class _Replica:
         self.supervisors = supervisors
         self.entry = next(s for s in supervisors if s.plan.component == entry)
         self.draining = False
-        self.started = False  # start() returned: every component was ready once
-        self.task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -197,7 +192,6 @@ class _Replica:
             await asyncio.gather(
                 *(s.start() for s in self.supervisors if s.plan.component == component)
             )
-        self.started = True
 
     async def stop(self) -> None:
         # Entry first, so nothing is sent to a predictor that is going away.
@@ -214,7 +208,6 @@ class _Revision:
     isvc: InferenceService
     settings: AutoscalerSettings
     kpa: KPA
-    created: float
     replicas: list[_Replica] = field(default_factory=list)
     desired: int = 1
     decision: Decision | None = None
@@ -266,9 +259,7 @@ class _Service:
     def canary_percent(self) -> int | None:
         """The entry component's canaryTrafficPercent, else the predictor's (locally one
         split covers the pipeline)."""
-        specs = [c for _, c in self.isvc.components()]
-        entry = next(c for n, c in self.isvc.components() if n == self.entry)
-        for spec in (entry, *specs):
+        for spec in (_entry_spec(self.isvc), self.isvc.spec.predictor):
             if spec.canaryTrafficPercent is not None:
                 return spec.canaryTrafficPercent
         return None
@@ -376,9 +367,6 @@ class LocalPlatform:
                 if not isinstance(error, Exception):
                     raise error
             raise StartError("\n".join(str(e) for e in errors))
-        for service in self._services.values():
-            for revision in service.revisions:
-                await self._scale(service, revision, revision.desired)
         self._loop_task = asyncio.create_task(self._autoscale(), name="autoscaler")
 
     async def stop(self) -> None:
@@ -548,7 +536,6 @@ class LocalPlatform:
             isvc=isvc,
             settings=settings,
             kpa=KPA(settings),
-            created=self._clock(),
             desired=max(1, settings.min_replicas),
         )
         service.revisions.append(revision)
