@@ -37,7 +37,7 @@ from gateway.dashboard import DashboardSettings, MetricsHistory, add_dashboard_r
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from gateway.dataplane.proxy import BackendConnectFailed, HttpForwarder, UpstreamResponse
+from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
@@ -271,7 +271,7 @@ class _RestDataPlane:
 
         try:
             upstream = await dispatch(
-                self.table, route, tag, self.settings, send, _connect_failed, attempt,
+                self.table, route, tag, self.settings, send, attempt,
                 read_body if has_body else None,
             )
         except ModelServeError as exc:
@@ -305,10 +305,6 @@ class _RestDataPlane:
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
-
-
-def _connect_failed(exc: Exception) -> bool:
-    return isinstance(exc, BackendConnectFailed)
 
 
 def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHeaders:

@@ -33,8 +33,14 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import GatewayMetrics
-from gateway.dataplane.proxy import BackendConnectFailed
-from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
+from gateway.dataplane.resolve import (
+    NO_REVISION,
+    UNKNOWN_SERVICE,
+    Attempt,
+    BackendConnectFailed,
+    dispatch,
+    find_route,
+)
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -308,7 +314,7 @@ class GrpcProxy:
             route = locate(request)
             self.metrics.started(route.name)
             response = await dispatch(
-                self.table, route, None, self.settings, send, _connect_failed, attempt
+                self.table, route, None, self.settings, send, attempt
             )
         except ModelServeError as exc:
             # Counted before the status goes out: a client that saw it finds it counted.
@@ -391,10 +397,6 @@ def _upstream_error(exc: aio.AioRpcError, target: str, timeout: float) -> ModelS
         error = BackendConnectFailed if failed else BackendUnavailable
         return error(f"backend {target} unavailable: {details}")
     return UpstreamError(exc.details() or code.name, status_for_http(code), code)
-
-
-def _connect_failed(exc: Exception) -> bool:
-    return isinstance(exc, BackendConnectFailed)
 
 
 def _as_str(value: str | bytes | None) -> str | None:

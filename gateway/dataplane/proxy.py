@@ -31,10 +31,11 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from gateway.dataplane.resolve import BackendConnectFailed
 from gateway.settings import GatewaySettings
 from servers.errors import BackendTimeout, BackendUnavailable
 
-__all__ = ["BackendConnectFailed", "Headers", "HttpForwarder", "UpstreamResponse"]
+__all__ = ["Headers", "HttpForwarder", "UpstreamResponse"]
 
 # (lower-case name, value) pairs, as ASGI servers give them.
 Headers = Sequence[tuple[bytes, bytes]]
@@ -54,11 +55,6 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     content: bytes
-
-
-class BackendConnectFailed(BackendUnavailable):
-    """No byte of an answer came: the connection was refused, not accepted in time, or lost
-    before the backend answered. Safe to send to another replica (`resolve.dispatch`)."""
 
 
 class _Disconnected(Exception):

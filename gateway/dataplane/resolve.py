@@ -7,8 +7,9 @@ same way:
 - `dispatch`: a revision by traffic percent, its least-loaded ready replica, and the request
   sent there. A revision with no ready replica that can be woken (scaled to zero, replicas
   starting) holds the request in the activator's bounded queue until one is ready (Knative's
-  activator). A send that fails before any byte of an answer (`connect_failed`) is retried
-  on another replica of the same revision; once bytes came, the failure is the answer.
+  activator). A send that fails before any byte of an answer came (`BackendConnectFailed`)
+  is retried on another replica of the same revision; once bytes came, the failure is the
+  answer.
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ from typing import TypeVar
 
 from gateway.routing import Backend, Choice, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.errors import ModelNotFound, NotReady
+from servers.errors import BackendUnavailable, ModelNotFound, NotReady
 
-__all__ = ["NO_REVISION", "UNKNOWN_SERVICE", "Attempt", "dispatch", "find_route"]
+__all__ = [
+    "NO_REVISION",
+    "UNKNOWN_SERVICE",
+    "Attempt",
+    "BackendConnectFailed",
+    "dispatch",
+    "find_route",
+]
 
 # The `x-modelserve-revision` value of answers given before a backend was chosen.
 NO_REVISION = "none"
@@ -30,6 +38,11 @@ NO_REVISION = "none"
 UNKNOWN_SERVICE = "unknown"
 
 T = TypeVar("T")
+
+
+class BackendConnectFailed(BackendUnavailable):
+    """No byte of an answer came: the connection was refused, not accepted in time, or lost
+    before the backend answered. What a `send` raises to have `dispatch` try another replica."""
 
 
 def find_route(
@@ -117,7 +130,6 @@ async def dispatch(
     tag: str | None,
     settings: GatewaySettings,
     send: Callable[[Backend], Awaitable[T]],
-    connect_failed: Callable[[Exception], bool],
     attempt: Attempt,
     prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> T:
@@ -145,9 +157,7 @@ async def dispatch(
         stats.started(sent_to.revision, sent_to.http_url)
         try:
             return await send(sent_to)
-        except Exception as exc:
-            if not connect_failed(exc):
-                raise
+        except BackendConnectFailed:
             tried.add(sent_to.http_url)
             current = table.get(route.name) or route
             retry = table.pick_replica(current, sent_to.revision, frozenset(tried))

@@ -13,8 +13,14 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from gateway.dataplane.proxy import BackendConnectFailed, HttpForwarder, UpstreamResponse
-from gateway.dataplane.resolve import NO_REVISION, Attempt, dispatch, find_route
+from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
+from gateway.dataplane.resolve import (
+    NO_REVISION,
+    Attempt,
+    BackendConnectFailed,
+    dispatch,
+    find_route,
+)
 from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
 from gateway.settings import GatewaySettings
 from servers.errors import BackendUnavailable, ModelNotFound, NotReady
@@ -86,10 +92,6 @@ def be(revision: str, url: str, ready: bool = True) -> Backend:
     return Backend(revision, url, None, ready)
 
 
-def connect_failed(exc: Exception) -> bool:
-    return isinstance(exc, BackendConnectFailed)
-
-
 @dataclass
 class Env:
     table: RoutingTable
@@ -111,7 +113,7 @@ class Env:
         route = self.table.get("svc")
         assert route is not None
         answer = await dispatch(self.table, route, tag, self.settings, self.send,
-                                connect_failed, attempt or Attempt(), prepare)
+                                attempt or Attempt(), prepare)
         assert answer.status == 200
         result: dict[str, Any] = orjson.loads(answer.content)
         return result
