@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from time import perf_counter
 
-import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -30,22 +28,18 @@ from gateway.dashboard.api import example_doc, metrics_doc, service_metrics_doc,
 from gateway.dashboard.history import MetricsHistory
 from gateway.dashboard.settings import DashboardSettings
 from gateway.dataplane.admission import Admission
-from gateway.dataplane.auth import API_KEY_HEADER
+from gateway.dataplane.answers import REVISION_HEADER, error_response, json_response, refusal
 from gateway.dataplane.metrics import GatewayMetrics
-from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE
+from gateway.dataplane.resolve import NO_REVISION
 from gateway.routing import RoutingTable
 from servers.errors import (
     InvalidInput,
     ModelNotFound,
     ModelServeError,
-    TooManyRequests,
-    Unauthenticated,
-    error_body,
 )
 
 __all__ = ["add_dashboard_routes"]
 
-_REVISION_HEADER = "x-modelserve-revision"
 # The page loads nothing but its own files and talks to nothing but this gateway.
 _PAGE_HEADERS = {
     "content-security-policy": (
@@ -55,7 +49,7 @@ _PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",
-    _REVISION_HEADER: NO_REVISION,
+    REVISION_HEADER: NO_REVISION,
 }
 _STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -66,18 +60,18 @@ _STATIC_TYPES = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _json(body: object, status: int = 200) -> Response:
-    headers = {_REVISION_HEADER: NO_REVISION, "cache-control": "no-store"}
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+def _fresh(response: Response) -> Response:
+    """The answer, never cached: the page polls these documents."""
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def _json(body: object) -> Response:
+    return _fresh(json_response(body))
 
 
 def _error(exc: ModelServeError) -> Response:
-    response = _json(error_body(exc.message), exc.http_status)
-    if isinstance(exc, Unauthenticated):
-        response.headers["www-authenticate"] = "Bearer"
-    elif isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
-        response.headers["retry-after"] = str(exc.retry_after_s)
-    return response
+    return _fresh(error_response(exc))
 
 
 def _load_static() -> dict[str, bytes]:
@@ -118,20 +112,8 @@ def add_dashboard_routes(
         """`handler` behind the gateway's admission, its errors in the `{"error"}` format."""
 
         async def endpoint(request: Request) -> Response:
-            start = perf_counter()
-            try:
-                if admission.enabled:
-                    client = request.client.host if request.client else "unknown"
-                    headers = request.headers
-                    admission.admit(
-                        headers.get(API_KEY_HEADER), headers.get("authorization"), client
-                    )
-            except ModelServeError as exc:
-                # Counted as the gateway counts every request refused before routing.
-                failed = _error(exc)
-                code, seconds = str(failed.status_code), perf_counter() - start
-                metrics.observe(UNKNOWN_SERVICE, NO_REVISION, "v1", code, seconds)
-                return failed
+            if (failed := refusal(admission, metrics, request)) is not None:
+                return _fresh(failed)
             try:
                 return handler(request)
             except ModelServeError as exc:
@@ -175,7 +157,7 @@ def add_dashboard_routes(
         return serve
 
     async def slash(request: Request) -> Response:
-        return RedirectResponse("/ui", 308, headers={_REVISION_HEADER: NO_REVISION})
+        return RedirectResponse("/ui", 308, headers={REVISION_HEADER: NO_REVISION})
 
     app.add_route("/ui", asset("index.html"), ["GET"])
     app.add_route("/ui/", slash, ["GET"])

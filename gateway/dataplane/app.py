@@ -35,6 +35,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.dashboard import DashboardSettings, MetricsHistory, add_dashboard_routes  # dashboard
 from gateway.dataplane.admission import Admission
+from gateway.dataplane.answers import (
+    REVISION_HEADER,
+    error_response,
+    json_response,
+    refusal,
+)
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
@@ -46,15 +52,11 @@ from servers.errors import (
     ModelNotFound,
     ModelServeError,
     PayloadTooLarge,
-    TooManyRequests,
-    Unauthenticated,
     error_body,
 )
 
 __all__ = ["REVISION_HEADER", "Rollouts", "create_app", "error_response"]
 
-REVISION_HEADER = "x-modelserve-revision"
-JSON = "application/json"
 
 # Request headers forwarded to the backend; CloudEvents' `ce-*` headers pass as well.
 _FORWARDED = frozenset(
@@ -84,20 +86,6 @@ class Rollouts(Protocol):
     async def apply(self, data: Any, where: str = ...) -> tuple[dict[str, Any], bool]: ...
 
     async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]: ...
-
-
-def json_response(body: object, status: int = 200, revision: str = NO_REVISION) -> Response:
-    return Response(orjson.dumps(body), status, {REVISION_HEADER: revision}, media_type=JSON)
-
-
-def error_response(exc: ModelServeError, revision: str = NO_REVISION) -> Response:
-    """The one mapping from the shared error types to a v1/v2 REST answer."""
-    response = json_response(error_body(exc.message), exc.http_status, revision)
-    if isinstance(exc, Unauthenticated):
-        response.headers["www-authenticate"] = "Bearer"
-    elif isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
-        response.headers["retry-after"] = str(exc.retry_after_s)
-    return response
 
 
 class _Answer(Response):
@@ -366,20 +354,8 @@ def _add_info_routes(
         return json_response({"ready": True})
 
     def refused(request: Request) -> Response | None:
-        """The answer to a request the admission refuses (service names are the models'
-        metadata: protected like the model routes), None when it may pass."""
-        if not admission.enabled:
-            return None
-        start = perf_counter()
-        try:
-            _admit(admission, request.scope, _scan_headers(request.scope["headers"], False))
-        except ModelServeError as exc:
-            failed = error_response(exc)
-            protocol = request.url.path.split("/", 2)[1]  # "v1" or "v2"
-            metrics.observe(UNKNOWN_SERVICE, NO_REVISION, protocol, str(failed.status_code),
-                            perf_counter() - start)
-            return failed
-        return None
+        # Service names are the models' metadata: protected like the model routes.
+        return refusal(admission, metrics, request)
 
     async def list_models(request: Request) -> Response:
         if (failed := refused(request)) is not None:
