@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.loadtest import payload_path
+from gateway.cli.loadtest import payload_path
 
 __all__ = [
     "PREDICT_METHOD",

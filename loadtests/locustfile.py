@@ -26,7 +26,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import Runner
 
-from gateway.loadtest import available_protocols, parse_protocols
+from gateway.cli.loadtest import available_protocols, parse_protocols
 from gateway.slo import Measured, evaluate, format_table, load_slo_file
 from loadtests import shapes
 from loadtests.bodies import tfserving_body

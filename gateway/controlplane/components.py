@@ -4,12 +4,16 @@ What KServe's controller and kubelet do for a pod, done for a process: the model
 "mounted" by pointing `--model_dir` at a local directory (STORAGE_URI `pvc://<claim>/<path>`
 becomes `<models_root>/<path>`), the container ports become free local ports, and a
 transformer gets `--predictor_host` of its predictor (the controller injects it in a cluster).
+
+Every plan passes the launch and storage policy (`policy.LaunchPolicy`) first: what runs and
+what it reads are checked here, before any process starts. The platform's own environment
+(`platform_env`: loopback binding, the gRPC message limit, the pickle policy) is applied last,
+so a manifest cannot override it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -17,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.controlplane.manifests import ComponentName, ComponentSpec, InferenceService
+from gateway.controlplane.policy import REMOTE_SCHEMES, LaunchPolicy, PolicyRefused
 from gateway.controlplane.runtimes import RuntimeNotAvailable, container_for
 
 __all__ = [
     "LaunchPlan",
     "PlanError",
+    "PolicyRefused",
     "free_port",
     "parse_args",
     "plan_component",
@@ -31,9 +37,15 @@ __all__ = [
 ]
 
 MOUNT_PATH = "/mnt/models"  # where KServe's storage initializer puts the model
-REMOTE_SCHEMES = ("http://", "https://", "gs://", "s3://", "hf://", "azure://", "oci://")
 # Flags a local run decides, in both `--flag=value` and `--flag value` forms.
 PORT_FLAGS = ("--http_port", "--grpc_port")
+# Flags the platform decides and a manifest may not set (where a component listens).
+PLATFORM_FLAGS = frozenset({"--bind_address", "--bind-address"})
+# Every spelling of the model directory flag (`--model_repository`: the Triton launcher's).
+MODEL_DIR_FLAGS = ("--model_dir", "--storage_uri", "--model_repository")
+# Flags whose value the platform decides or checks: argparse would also take an abbreviation
+# of them (`--model_d=/etc`), which would slip past the storage policy, so those are refused.
+_OWNED_FLAGS = (*MODEL_DIR_FLAGS, *PORT_FLAGS, *PLATFORM_FLAGS, "--predictor_host")
 
 
 class PlanError(ValueError):
@@ -144,25 +156,19 @@ def _render(pairs: list[tuple[str, str | None]]) -> list[str]:
     return [flag if value is None else f"{flag}={value}" for flag, value in pairs]
 
 
-def resolve_storage_uri(uri: str, models_root: Path) -> str:
-    """Where a storage URI lives locally: a directory path, or a URI the server downloads."""
-    if uri.startswith("pvc://"):
-        _claim, _, sub = uri[len("pvc://") :].partition("/")
-        return str((models_root / sub).resolve() if sub else models_root.resolve())
-    if uri.startswith("file://"):
-        return uri[len("file://") :]
-    if uri.startswith(REMOTE_SCHEMES):
-        return uri
-    if "://" in uri:
-        raise PlanError(f"storage URI {uri!r}: scheme not supported locally")
-    return uri
+def resolve_storage_uri(uri: str, policy: LaunchPolicy, where: str = "storage") -> str:
+    """Where a storage URI lives locally (a directory inside a models root), or the remote URI
+    the server downloads; PolicyRefused when the storage policy says no."""
+    if not uri.startswith(("pvc://", "file://", *REMOTE_SCHEMES)) and "://" in uri:
+        raise PlanError(f"{where}: storage URI {uri[:200]!r}: scheme not supported locally")
+    return policy.local_path(uri, where)
 
 
 def _model_dir(
-    pairs: list[tuple[str, str | None]], env: dict[str, str], models_root: Path, where: str
+    pairs: list[tuple[str, str | None]], env: dict[str, str], policy: LaunchPolicy, where: str
 ) -> str | None:
     """The local value of `--model_dir`, from the flag and the container's STORAGE_URI."""
-    flag_value = _get(pairs, "--model_dir", "--storage_uri")
+    flag_value = _get(pairs, *MODEL_DIR_FLAGS)
     storage_uri = env.get("STORAGE_URI")
     if flag_value is None or flag_value == MOUNT_PATH or flag_value.startswith(MOUNT_PATH + "/"):
         if storage_uri is None:
@@ -172,18 +178,19 @@ def _model_dir(
                 f"{where}: --model_dir={flag_value} is the storage mount, but the "
                 "container sets no STORAGE_URI to say what is mounted there"
             )
-        mounted = resolve_storage_uri(storage_uri, models_root)
         rest = (flag_value or MOUNT_PATH)[len(MOUNT_PATH) :].lstrip("/")
-        return str(Path(mounted) / rest) if rest and "://" not in mounted else mounted
-    return resolve_storage_uri(flag_value, models_root)
+        if rest and "://" not in storage_uri:
+            # A path under the mount: checked as a whole, so `..` cannot leave the root.
+            storage_uri = storage_uri.rstrip("/") + "/" + rest
+        return resolve_storage_uri(storage_uri, policy, where)
+    return resolve_storage_uri(flag_value, policy, where)
 
 
-def _command(command: list[str], where: str) -> list[str]:
+def _command(command: list[str], policy: LaunchPolicy, where: str) -> list[str]:
+    policy.check_command(command, where)
     exe = Path(command[0]).name
     if exe.startswith("python"):
         return [sys.executable, *command[1:]]
-    if shutil.which(command[0]) is None:
-        raise PlanError(f"{where}: command {command[0]!r} is not on PATH")
     return list(command)
 
 
@@ -196,9 +203,13 @@ def plan_component(
     port: Callable[[], int] = free_port,
     revision: int = 1,
     replica: int = 1,
+    policy: LaunchPolicy | None = None,
+    platform_env: dict[str, str] | None = None,
 ) -> LaunchPlan:
     """The launch plan of one component (of replica `replica` of revision `revision`); a
-    transformer needs its predictor's plan."""
+    transformer needs its predictor's plan. `policy` defaults to the strict one over
+    `models_root`; PolicyRefused when it refuses the spec."""
+    policy = policy or LaunchPolicy(models_roots=(models_root,))
     where = f"{isvc.name} {component}"
     if spec.model is not None:
         try:
@@ -210,15 +221,26 @@ def plan_component(
     else:
         container = spec.containers[0]
     manifest_env = {e.name: e.value for e in container.env if e.value is not None}
+    policy.check_env([e.name for e in container.env], where)
     pairs = parse_args(list(container.args))
+    flags = [flag for flag, _ in pairs]
+    policy.check_args(flags, where)
+    if PLATFORM_FLAGS & set(flags):
+        raise PolicyRefused(f"{where}: where a component listens is the platform's to decide")
+    for flag in flags:
+        if flag.startswith("--") and flag not in _OWNED_FLAGS and any(
+            owned.startswith(flag) for owned in _OWNED_FLAGS
+        ):
+            raise PlanError(f"{where}: {flag} abbreviates a flag; write it in full")
+    argv = _command(list(container.command), policy, where)
     http_port, grpc_port = port(), port()
     while grpc_port == http_port:
         grpc_port = port()
     pairs = _set(pairs, "--http_port", str(http_port))
     pairs = _set(pairs, "--grpc_port", str(grpc_port))
-    model_dir = _model_dir(pairs, manifest_env, models_root, where)
+    model_dir = _model_dir(pairs, manifest_env, policy, where)
     if model_dir is not None:
-        pairs = _set(pairs, "--model_dir", model_dir, aliases=("--storage_uri",))
+        pairs = _set(pairs, "--model_dir", model_dir, aliases=MODEL_DIR_FLAGS[1:])
         if "STORAGE_URI" in manifest_env:
             manifest_env["STORAGE_URI"] = model_dir
     if component == "transformer":
@@ -234,8 +256,14 @@ def plan_component(
         service=isvc.name,
         namespace=isvc.namespace,
         component=component,
-        argv=(*_command(container.command, where), *_render(pairs)),
-        env={**os.environ, **manifest_env, "PYTHONUNBUFFERED": "1"},
+        argv=(*argv, *_render(pairs)),
+        env={
+            **os.environ,
+            **manifest_env,
+            "PYTHONUNBUFFERED": "1",
+            **policy.component_env(),
+            **(platform_env or {}),
+        },
         http_port=http_port,
         grpc_port=grpc_port,
         model_dir=local_dir,
@@ -250,14 +278,17 @@ def plan_service(
     port: Callable[[], int] = free_port,
     revision: int = 1,
     replica: int = 1,
+    policy: LaunchPolicy | None = None,
+    platform_env: dict[str, str] | None = None,
 ) -> list[LaunchPlan]:
     """Launch plans for every component of one replica of a service, predictor first (its
-    transformer calls this replica's predictor)."""
+    transformer calls this replica's predictor); see `plan_component`."""
     plans: list[LaunchPlan] = []
     predictor: LaunchPlan | None = None
     for component, spec in isvc.components():
         plan = plan_component(
-            isvc, component, spec, models_root, predictor, port, revision, replica
+            isvc, component, spec, models_root, predictor, port, revision, replica,
+            policy, platform_env,
         )
         if component == "predictor":
             predictor = plan

@@ -59,9 +59,15 @@ from gateway.controlplane.manifests import (
     parse_service,
 )
 from gateway.controlplane.patches import PatchError, apply_patch
+from gateway.controlplane.policy import LaunchPolicy, PolicyRefused
 from gateway.controlplane.supervisor import ComponentState, Supervisor
 from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
-from servers.errors import ModelNotFound, UnprocessableEntity, UnsupportedMediaType
+from servers.errors import (
+    ModelNotFound,
+    PermissionDenied,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+)
 
 __all__ = [
     "AutoscalerDefaults",
@@ -75,6 +81,7 @@ __all__ = [
 
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
+FAILURE_LINES = 12  # of a failed component's last output, kept in its revision's status
 
 
 class ModelDirMissing(FileNotFoundError):
@@ -236,6 +243,7 @@ class _Service:
         self.revisions: list[_Revision] = []
         self.latest_rolled_out: str | None = None
         self.previous_rolled_out: str | None = None
+        self.deleted = False  # set by `delete`: late start-ups stop, nothing is routed
 
     @property
     def name(self) -> str:
@@ -319,10 +327,16 @@ class LocalPlatform:
         output: TextIO | None = None,
         services: list[InferenceService] | None = None,
         autoscaler: AutoscalerDefaults | None = None,
+        policy: LaunchPolicy | None = None,
+        platform_env: dict[str, str] | None = None,
         **supervisor_options: Any,
     ) -> None:
         self.manifest_paths = manifest_paths
         self.models_root = models_root
+        # What specs may run and read (the same for `up`'s manifests and the rollout API),
+        # and the environment every component gets last (loopback, limits).
+        self.policy = policy or LaunchPolicy(models_roots=(models_root,))
+        self.platform_env = {"MODELSERVE_BIND_ADDRESS": "127.0.0.1", **(platform_env or {})}
         self.table = table
         self.output = output if output is not None else sys.stdout
         self.autoscaler = autoscaler or AutoscalerDefaults(enabled=False)
@@ -339,12 +353,16 @@ class LocalPlatform:
     def plan(self) -> list[tuple[InferenceService, list[LaunchPlan]]]:
         """Load the manifests and plan every component; raises before anything runs.
 
-        Raises ManifestError, PlanError or ModelDirMissing (naming every missing directory).
+        Raises ManifestError, PlanError, PolicyRefused or ModelDirMissing (naming every
+        missing directory).
         """
         isvcs = self._isvcs if self._isvcs is not None else load_manifests(self.manifest_paths)
         for isvc in isvcs:
             self._kpa_settings(isvc)
-        planned = [(isvc, plan_service(isvc, self.models_root, self._ports)) for isvc in isvcs]
+        planned = [
+            (isvc, plan_service(isvc, self.models_root, self._ports, 1, 1, *self._plan_policy))
+            for isvc in isvcs
+        ]
         _check_model_dirs([p for _, plans in planned for p in plans], self.models_root)
         return planned
 
@@ -399,12 +417,29 @@ class LocalPlatform:
 
         Returns (its status document, created). A changed spec starts a new revision in the
         background; traffic moves to it once it is ready. Raises `UnprocessableEntity` (422,
-        naming the field and the problem) before anything changes.
+        naming the field and the problem) or `PermissionDenied` (403: the launch or storage
+        policy refuses it) before anything changes.
         """
         try:
             return self._apply(data, where)
+        except PolicyRefused as exc:
+            raise PermissionDenied(str(exc)) from exc
         except (ManifestError, PlanError, ModelDirMissing) as exc:
             raise UnprocessableEntity(str(exc)) from exc
+
+    async def delete(self, name: str) -> None:
+        """Remove a service (`kubectl delete`): its route goes at once, then every replica of
+        every revision is stopped. Raises `ModelNotFound` (404)."""
+        service = self._services.pop(name, None)
+        if service is None:
+            raise ModelNotFound(f"no InferenceService named '{name}'")
+        service.deleted = True
+        self.table.remove(name)
+        for revision in service.revisions:
+            self.table.stats.forget(revision.name)
+        replicas = [r for revision in service.revisions for r in revision.replicas]
+        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        self._write(f"service {name} deleted")
 
     async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]:
         """Apply a merge or JSON patch to the service's document (`kubectl patch`).
@@ -507,9 +542,15 @@ class LocalPlatform:
     def _plan_replica(
         self, isvc: InferenceService, revision: int, replica: int
     ) -> list[LaunchPlan]:
-        plans = plan_service(isvc, self.models_root, self._ports, revision, replica)
+        plans = plan_service(
+            isvc, self.models_root, self._ports, revision, replica, *self._plan_policy
+        )
         _check_model_dirs(plans, self.models_root)
         return plans
+
+    @property
+    def _plan_policy(self) -> tuple[LaunchPolicy, dict[str, str]]:
+        return self.policy, self.platform_env
 
     def _kpa_settings(self, isvc: InferenceService) -> AutoscalerSettings:
         """The entry component's KPA settings; raises ManifestError naming a bad field."""
@@ -567,9 +608,12 @@ class LocalPlatform:
                 revision.replicas.remove(replica)
             revision.last_start_failure = self._clock()
             if not revision.ever_ready:
-                revision.failure = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                revision.failure = _failure(exc)
             self._refresh(service)
             raise
+        if service.deleted:  # deleted while it started
+            await replica.stop()
+            return
         if not revision.ever_ready:
             revision.ever_ready, revision.failure = True, ""
             self._write(f"revision {revision.name} ready")
@@ -628,6 +672,8 @@ class LocalPlatform:
 
     def _refresh(self, service: _Service) -> None:
         """Recompute traffic, retire unreferenced revisions, write the route."""
+        if service.deleted:
+            return
         traffic = service.traffic()
         referenced = {t.revision for t in traffic} | {service.latest.name}
         for revision in service.revisions:
@@ -836,6 +882,15 @@ def _replica_details(replica: _Replica) -> dict[str, Any]:
             for s in replica.supervisors
         ],
     }
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a replica did not start, for its revision's status: the first line and the
+    component's last lines of output (a StartupError's message holds up to 40)."""
+    lines = str(exc).splitlines()
+    if not lines:
+        return repr(exc)
+    return "\n".join([lines[0], *lines[1:][-FAILURE_LINES:]])
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:

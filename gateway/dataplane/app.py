@@ -16,6 +16,10 @@ error has the v1/v2 body `{"error": "..."}`, mapped from the shared error types 
 When API keys or a rate limit are configured, the proxy endpoints and the model lists pass the
 gateway's `Admission` first, before routing: a rejected request reaches no component and says
 nothing about which models exist. Health and `/metrics` stay open (see `admission`).
+
+This app serves inference only. The rollout API (`/v1/services`) and the dashboard are the
+control plane's, on its own port and credentials (`gateway.controlplane.api`): no inference
+key, and no request to this port, can make the platform start anything.
 """
 
 from __future__ import annotations
@@ -24,16 +28,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Protocol
 
-import orjson
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.dashboard import DashboardSettings, MetricsHistory, add_dashboard_routes  # dashboard
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.answers import (
     REVISION_HEADER,
@@ -48,14 +49,12 @@ from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dis
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
-    InvalidInput,
-    ModelNotFound,
     ModelServeError,
     PayloadTooLarge,
     error_body,
 )
 
-__all__ = ["REVISION_HEADER", "Rollouts", "create_app", "error_response"]
+__all__ = ["REVISION_HEADER", "create_app", "error_response"]
 
 
 # Request headers forwarded to the backend; CloudEvents' `ce-*` headers pass as well.
@@ -76,16 +75,6 @@ _API_KEY = API_KEY_HEADER.encode()
 _REVISION = REVISION_HEADER.encode()
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-_YAML = ("application/yaml", "application/x-yaml", "text/yaml")
-
-
-class Rollouts(Protocol):
-    """The control plane's rollout API behind `POST` and `PATCH /v1/services` (the local
-    platform's; a gateway in front of a cluster has none: rollouts go through kubectl)."""
-
-    async def apply(self, data: Any, where: str = ...) -> tuple[dict[str, Any], bool]: ...
-
-    async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]: ...
 
 
 class _Answer(Response):
@@ -316,32 +305,11 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
     return found
 
 
-async def _document_body(request: Request, limit: int) -> Any:
-    """A JSON (or, for `apply`, YAML) request body; InvalidInput when it is neither."""
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media in _YAML:
-        import yaml
-
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"request body is not YAML: {exc}") from exc
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not JSON: {exc}") from exc
-
-
 def _add_info_routes(
     app: FastAPI,
     table: RoutingTable,
     metrics: GatewayMetrics,
     admission: Admission,
-    rollouts: Rollouts | None = None,
-    max_body_bytes: int = 16 * 1024 * 1024,
 ) -> None:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
@@ -362,54 +330,6 @@ def _add_info_routes(
             return failed
         return json_response({"models": sorted(r.name for r in table.routes())})
 
-    async def list_services(request: Request) -> Response:
-        if (failed := refused(request)) is not None:
-            return failed
-        routes = sorted(table.routes(), key=lambda r: r.name)
-        return json_response({"services": [r.status(table.stats) for r in routes]})
-
-    async def get_service(request: Request) -> Response:
-        if (failed := refused(request)) is not None:
-            return failed
-        name = request.path_params["name"]
-        route = table.get(name)
-        if route is None:
-            return error_response(ModelNotFound(f"no InferenceService named '{name}'"))
-        return json_response(route.status(table.stats))
-
-    def no_rollouts() -> Response:
-        message = (
-            "rollouts need the local control plane (`modelserve up`); in a cluster use "
-            "`kubectl apply` / `kubectl patch` or `modelserve ... --kube`"
-        )
-        return json_response(error_body(message), 405)
-
-    async def apply_service(request: Request) -> Response:
-        if (failed := refused(request)) is not None:
-            return failed
-        if rollouts is None:
-            return no_rollouts()
-        try:
-            data = await _document_body(request, max_body_bytes)
-            doc, created = await rollouts.apply(data)
-        except ModelServeError as exc:
-            return error_response(exc)
-        return json_response(doc, 201 if created else 200)
-
-    async def patch_service(request: Request) -> Response:
-        if (failed := refused(request)) is not None:
-            return failed
-        if rollouts is None:
-            return no_rollouts()
-        try:
-            body = await _document_body(request, max_body_bytes)
-            doc = await rollouts.patch(
-                request.path_params["name"], request.headers.get("content-type", ""), body
-            )
-        except ModelServeError as exc:
-            return error_response(exc)
-        return json_response(doc)
-
     async def metrics_text(request: Request) -> Response:
         return Response(
             metrics.render(), headers={REVISION_HEADER: NO_REVISION}, media_type=CONTENT_TYPE_LATEST
@@ -419,11 +339,19 @@ def _add_info_routes(
     app.add_route("/v2/health/ready", ready, ["GET"])
     app.add_route("/v1/models", list_models, ["GET"])
     app.add_route("/v2/models", list_models, ["GET"])
-    app.add_route("/v1/services", list_services, ["GET"])
-    app.add_route("/v1/services", apply_service, ["POST"])
-    app.add_route("/v1/services/{name}", get_service, ["GET"])
-    app.add_route("/v1/services/{name}", patch_service, ["PATCH"])
     app.add_route("/metrics", metrics_text, ["GET"])
+
+    async def elsewhere(request: Request) -> Response:
+        # The rollout API and the dashboard used to be here: say where they are now.
+        message = (
+            f"{request.url.path} is not served on the inference port: the rollout API and "
+            "the dashboard are the control plane's (`modelserve up --admin-port`, default "
+            "http://127.0.0.1:8082), behind an admin token"
+        )
+        return json_response(error_body(message), 404)
+
+    for path in ("/v1/services", "/v1/services/{rest:path}", "/ui", "/ui/{rest:path}"):
+        app.add_route(path, elsewhere, ["GET", "POST", "PATCH", "PUT", "DELETE"])
 
 
 class _GatewayApp(FastAPI):
@@ -478,28 +406,24 @@ def create_app(
     settings: GatewaySettings,
     metrics: GatewayMetrics | None = None,
     admission: Admission | None = None,
-    rollouts: Rollouts | None = None,
 ) -> FastAPI:
     """The gateway's REST app over `table`; pass `metrics` and `admission` to share them with
-    the gRPC proxy (by default both are the app's own, the admission built from `settings`),
-    and `rollouts` to serve `POST`/`PATCH /v1/services` (the local control plane).
+    the gRPC proxy (by default both are the app's own, the admission built from `settings`).
+    It serves inference only: the rollout API and the dashboard are the control plane's, on
+    its own port (`gateway.controlplane.api`).
 
     The HTTP pools to the backends live in the app's lifespan: opened at start-up, closed at
     shutdown (uvicorn runs it; so does `with TestClient(app)`).
     """
     admission = admission or Admission.from_settings(settings)
     plane = _RestDataPlane(table, settings, metrics or GatewayMetrics(), admission)
-    dashboard = DashboardSettings()  # dashboard: /ui, its JSON API and metrics history
-    history = MetricsHistory.from_settings(plane.metrics.registry, dashboard)  # dashboard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plane.forwarder = HttpForwarder(settings)
-        history.start()  # dashboard
         try:
             yield
         finally:
-            await history.stop()  # dashboard
             forwarder, plane.forwarder = plane.forwarder, None
             await forwarder.aclose()
 
@@ -511,8 +435,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.metrics = plane.metrics
-    _add_info_routes(app, table, plane.metrics, admission, rollouts, settings.max_body_bytes)
-    add_dashboard_routes(app, table, plane.metrics, admission, history, dashboard)  # dashboard
+    _add_info_routes(app, table, plane.metrics, admission)
     _add_proxy_routes(app, plane)
     _add_error_handlers(app)
     app.plane = plane

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.cli import _parser
+from gateway.cli.main import _parser
 from gateway.controlplane.autoscaler import ANNOTATION_PREFIX, settings_from_component
 from gateway.controlplane.manifests import load_manifests
 from gateway.settings import GatewaySettings

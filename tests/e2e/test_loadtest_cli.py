@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.loadtest import LOADTESTS
+from gateway.cli.loadtest import LOADTESTS
 from tests.e2e.conftest import Platform
 from tests.support import ROOT
 

@@ -1,8 +1,8 @@
 """The dashboard's routes on the gateway's app: the page at `/ui` and the JSON API behind it.
 
 - `GET /ui` (and `/ui/static/{file}`): the page, its script and style, shipped in this package
-  and served from memory. Open without an API key (they hold no data); the page asks for the
-  key when an API call answers 401/403.
+  and served from memory. Open without a token (they hold no data); the page takes the admin
+  token from its URL's fragment (`/ui#token=...`, never sent to a server) or asks for it.
 - `GET /v1/metrics?window=60`: every service's req/s, p50/p95/p99 and error ratios.
 - `GET /v1/services/{name}/metrics?window=300&step=5`: one service, per revision too, with a
   time series for the chart.
@@ -10,9 +10,10 @@
   and of the live window.
 - `GET /v1/services/{name}/example?protocol=v1|v2`: the load tests' payload, to try a service.
 
-The JSON routes pass the gateway's admission like `/v1/services` (API key, rate limit) and
-answer errors as `{"error": "..."}`. The services themselves and the rollout controls are the
-gateway's own `/v1/services` API, which the page calls as the CLI does.
+They are served by the control plane's admin door (`gateway.controlplane.api.app`), whose
+guard checks the admin token and refuses cross-site requests before any of them runs; errors
+are answered as `{"error": "..."}`. The services themselves and the rollout controls are the
+control plane's `/v1/services` API, which the page calls as the CLI does.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gateway.dashboard.api import example_doc, metrics_doc, service_metrics_doc, slo_doc
-from gateway.dashboard.history import MetricsHistory
-from gateway.dashboard.settings import DashboardSettings
-from gateway.dataplane.admission import Admission
-from gateway.dataplane.answers import REVISION_HEADER, error_response, json_response, refusal
-from gateway.dataplane.metrics import GatewayMetrics
+from gateway.controlplane.api.dashboard.api import (
+    example_doc,
+    metrics_doc,
+    service_metrics_doc,
+    slo_doc,
+)
+from gateway.controlplane.api.dashboard.history import MetricsHistory
+from gateway.dataplane.answers import REVISION_HEADER, error_response, json_response
 from gateway.dataplane.resolve import NO_REVISION
 from gateway.routing import RoutingTable
+from gateway.settings import DashboardSettings
 from servers.errors import (
     InvalidInput,
     ModelNotFound,
@@ -75,7 +79,7 @@ def _error(exc: ModelServeError) -> Response:
 
 
 def _load_static() -> dict[str, bytes]:
-    folder = resources.files("gateway.dashboard").joinpath("static")
+    folder = resources.files("gateway.controlplane.api.dashboard").joinpath("static")
     return {name: folder.joinpath(name).read_bytes() for name in _STATIC_TYPES}
 
 
@@ -96,24 +100,20 @@ def _number(request: Request, name: str, default: float, low: float, high: float
 def add_dashboard_routes(
     app: FastAPI,
     table: RoutingTable,
-    metrics: GatewayMetrics,
-    admission: Admission,
     history: MetricsHistory,
     settings: DashboardSettings | None = None,
 ) -> None:
-    """Register `/ui`, its assets and the dashboard's JSON API on the gateway's `app`.
-    `history` samples `metrics` (the app's lifespan starts and stops it); `settings` default
-    to the environment's (`MODELSERVE_DASHBOARD_*`)."""
+    """Register `/ui`, its assets and the dashboard's JSON API on the control plane's `app`.
+    `history` samples the data plane's metrics (the app's lifespan starts and stops it);
+    `settings` default to the environment's (`MODELSERVE_DASHBOARD_*`)."""
     settings = settings or DashboardSettings()
     static = _load_static()
     retention = history.retention_s
 
     def protected(handler: Callable[[Request], Response]) -> Handler:
-        """`handler` behind the gateway's admission, its errors in the `{"error"}` format."""
+        """`handler` with its errors in the `{"error"}` format."""
 
         async def endpoint(request: Request) -> Response:
-            if (failed := refusal(admission, metrics, request)) is not None:
-                return _fresh(failed)
             try:
                 return handler(request)
             except ModelServeError as exc:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.dashboard.settings import DashboardSettings
+from gateway.settings import DashboardSettings
 
 __all__ = [
     "MetricsHistory",

@@ -1,27 +1,50 @@
 """The CLI's client of a running local platform's rollout API (`modelserve apply/canary/...`).
 
-It sends what `kubectl` sends to a cluster, to `/v1/services` instead of the Kubernetes API:
-`apply` POSTs each InferenceService document; `canary`, `promote` and `rollback` PATCH the
-same merge / JSON patches `gateway/kube.py` sends with `--kube`.
+It sends what `kubectl` sends to a cluster, to the control plane's admin port (`--admin-url`,
+default http://127.0.0.1:8082) instead of the Kubernetes API: `apply` POSTs each
+InferenceService document; `canary`, `promote` and `rollback` PATCH the same merge / JSON
+patches `gateway/cli/kube.py` sends with `--kube`; `delete` DELETEs.
+
+The admin token comes from `--token`, else `$MODELSERVE_ADMIN_TOKEN`, else the file `modelserve
+up` wrote for that admin port (`gateway.controlplane.api.tokens`): on one machine, nothing to
+pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from gateway.cli.kube import canary_patch, promote_patch, rollback_problem, summarize
+from gateway.controlplane.api.tokens import find_token, token_file
 from gateway.controlplane.manifests import Problem, is_inference_service, iter_documents
 from gateway.controlplane.patches import JSON_PATCH, MERGE_PATCH
-from gateway.kube import canary_patch, promote_patch, summarize
 
-__all__ = ["PlatformClient", "PlatformError", "run_apply", "run_rollout"]
+__all__ = [
+    "DEFAULT_ADMIN_URL",
+    "PlatformClient",
+    "PlatformError",
+    "admin_token",
+    "run_apply",
+    "run_delete",
+    "run_rollout",
+]
 
 TIMEOUT_S = 30.0
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8082"
+
+
+def admin_token(url: str, given: str | None) -> str | None:
+    """The admin token to send: `given` (--token), `$MODELSERVE_ADMIN_TOKEN`, or the one
+    `modelserve up` wrote for the platform at `url`."""
+    return given or os.environ.get("MODELSERVE_ADMIN_TOKEN") or find_token(url)
 
 
 class PlatformError(Exception):
@@ -29,14 +52,18 @@ class PlatformError(Exception):
 
 
 class PlatformClient:
-    """`/v1/services` of the platform at `url`, with the gateway's API key if auth is on."""
+    """`/v1/services` of the control plane at `url` (its admin port), with an admin token."""
 
-    def __init__(self, url: str, api_key: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.headers = {"x-api-key": api_key} if api_key else {}
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
 
     def get(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/services/{name}")[1]
+
+    def list(self) -> dict[str, Any]:
+        """`{"services": [...]}`: every service's document."""
+        return self._request("GET", "/v1/services")[1]
 
     def apply(self, doc: Any) -> tuple[dict[str, Any], bool]:
         """(the service's document, whether it was created)."""
@@ -45,6 +72,9 @@ class PlatformClient:
 
     def patch(self, name: str, body: Any, content_type: str) -> dict[str, Any]:
         return self._request("PATCH", f"/v1/services/{name}", body, content_type)[1]
+
+    def delete(self, name: str) -> None:
+        self._request("DELETE", f"/v1/services/{name}")
 
     def _request(
         self, method: str, path: str, body: Any = None, content_type: str | None = None
@@ -66,6 +96,12 @@ class PlatformClient:
             doc = {"error": response.text}
         if response.status_code >= 400:
             message = doc.get("error", response.text) if isinstance(doc, dict) else doc
+            if response.status_code == 401:
+                port = urlsplit(self.url).port or 8082
+                message = (
+                    f"{message}; `modelserve up` writes it to {token_file(port)}, or pass "
+                    "--token / MODELSERVE_ADMIN_TOKEN"
+                )
             raise PlatformError(f"{response.status_code}: {message}")
         return response.status_code, doc
 
@@ -90,7 +126,7 @@ def _documents(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
 
 def run_apply(args: argparse.Namespace) -> int:
     """`modelserve apply FILE...`: 0 when every document was applied."""
-    client = PlatformClient(args.url, args.api_key)
+    client = PlatformClient(args.admin_url, admin_token(args.admin_url, args.token))
     try:
         documents = _documents(args.files)
     except PlatformError as exc:
@@ -110,9 +146,10 @@ def run_apply(args: argparse.Namespace) -> int:
 
 def run_rollout(args: argparse.Namespace) -> int:
     """`canary`, `promote`, `rollback` against the local platform."""
-    client = PlatformClient(args.url, args.api_key)
+    client = PlatformClient(args.admin_url, admin_token(args.admin_url, args.token))
     try:
-        component = args.component or _entry_component(client.get(args.name))
+        current = client.get(args.name)
+        component = args.component or _entry_component(current)
         if args.command == "canary":
             doc = client.patch(args.name, canary_patch(args.percent, component), MERGE_PATCH)
         elif args.command == "promote":
@@ -126,11 +163,25 @@ def run_rollout(args: argparse.Namespace) -> int:
                     ) from exc
                 raise
         else:
+            problem = rollback_problem(current, component)
+            if problem is not None:
+                raise PlatformError(problem)
             doc = client.patch(args.name, canary_patch(0, component), MERGE_PATCH)
     except PlatformError as exc:
         return _error(str(exc))
     print(f"{args.command}: {args.name} patched")
     print("\n".join(summarize(doc, component)))
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    """`modelserve delete NAME` against the local platform."""
+    client = PlatformClient(args.admin_url, admin_token(args.admin_url, args.token))
+    try:
+        client.delete(args.name)
+    except PlatformError as exc:
+        return _error(str(exc))
+    print(f'inferenceservice.serving.kserve.io "{args.name}" deleted')
     return 0
 
 

@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway.dashboard.history import MetricsHistory, WindowStats
-from gateway.dashboard.settings import DashboardSettings
+from gateway.controlplane.api.dashboard.history import MetricsHistory, WindowStats
+from gateway.settings import DashboardSettings
 from gateway.slo import Check, Measured, ServiceSLO, SLOError, evaluate, load_slo_file
 from servers.errors import InvalidInput, ModelNotFound, UnprocessableEntity
 

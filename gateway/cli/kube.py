@@ -6,8 +6,10 @@ Each operation sends exactly what the documented kubectl command sends:
                   -p '{"spec":{"predictor":{"canaryTrafficPercent":N}}}'
     promote   kubectl patch isvc NAME --type json \
                   -p '[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]'
-    rollback  canary 0
+    rollback  canary 0 (refused when no canary is in progress: after a promote KServe has
+              nothing to roll back to)
     status    kubectl get isvc NAME -o json, summarised
+    delete    kubectl delete isvc NAME
 
 The content type is always given explicitly: the API server answers 415 to a strategic-merge
 patch of a custom resource, and the client rewrites `application/json-patch+json` to strategic
@@ -31,6 +33,7 @@ __all__ = [
     "connect",
     "parse_percent",
     "promote_patch",
+    "rollback_problem",
     "run_command",
     "summarize",
 ]
@@ -70,6 +73,25 @@ def promote_patch(component: str = "predictor") -> list[dict[str, str]]:
     """The JSON patch that removes canaryTrafficPercent: the latest revision takes all traffic."""
     _check_component(component)
     return [{"op": "remove", "path": f"/spec/{component}/canaryTrafficPercent"}]
+
+
+def rollback_problem(isvc: dict[str, Any], component: str = "predictor") -> str | None:
+    """Why `rollback` cannot work on this InferenceService, or None.
+
+    A rollback is `canaryTrafficPercent: 0` during a canary. After a promote (the field
+    removed) KServe's controller records the promoted revision as the rolled-out one and has
+    no previous one to send the traffic to: patching 0 then changes nothing, so say so.
+    """
+    name = (isvc.get("metadata") or {}).get("name", "?")
+    spec = (isvc.get("spec") or {}).get(component) or {}
+    if spec.get("canaryTrafficPercent") is None:
+        return (
+            f"nothing to roll back: {name} has no canary in progress "
+            f"(spec.{component}.canaryTrafficPercent is not set: the latest revision was "
+            "promoted or never split); to go back, apply the previous spec, which makes a "
+            "new revision of it"
+        )
+    return None
 
 
 def _check_component(component: str) -> None:
@@ -112,7 +134,13 @@ class InferenceServices:
             raise
 
     def rollback(self, name: str, component: str = "predictor") -> dict[str, Any]:
+        problem = rollback_problem(self.get(name), component)
+        if problem is not None:
+            raise KubeError(problem)
         return self.set_canary(name, 0, component)
+
+    def delete(self, name: str) -> None:
+        self._call(name, self.api.delete_namespaced_custom_object, name=name)
 
     def patch(self, name: str, body: Any, content_type: str) -> dict[str, Any]:
         """PATCH with `content_type` exactly (the generated client's default is merge)."""
@@ -246,9 +274,14 @@ def _condition(condition: dict[str, Any]) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`canary`, `promote`, `rollback`, `status` with --kube: 0 done, 1 the API said no."""
+    """`canary`, `promote`, `rollback`, `status`, `delete` with --kube: 0 done, 1 the API or
+    the rollout's state said no."""
     try:
         services = connect(args.kubeconfig, args.namespace)
+        if args.command == "delete":
+            services.delete(args.name)
+            print(f'inferenceservice.serving.kserve.io "{args.name}" deleted')
+            return 0
         if args.command == "status":
             docs = [services.get(args.name)] if args.name else services.list()
             if not docs:

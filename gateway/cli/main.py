@@ -1,177 +1,37 @@
 """`modelserve`: run InferenceServices locally, build the demo models, send predictions, validate,
-roll out canaries on a cluster.
+roll out canaries locally or on a cluster.
 
-Arguments are parsed in `main()` only. `predict`, `loadtest`, `apply` and, without `--kube`,
-`canary`, `promote`, `rollback` and `status` talk to a running platform at `--url` (default
-`$MODELSERVE_URL` or http://127.0.0.1:8080); with `--kube` the last four go through the
-Kubernetes API.
+Arguments are parsed in `main()` only. `predict` and `loadtest` talk to the data plane at
+`--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080); `apply`, `delete` and, without
+`--kube`, `canary`, `promote`, `rollback` and `status` to the control plane at `--admin-url`
+(default `$MODELSERVE_ADMIN_URL` or http://127.0.0.1:8082) with an admin token found by
+themselves; with `--kube` the rollout commands go through the Kubernetes API.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvloop
-from pydantic import ValidationError
 
-from gateway.controlplane.components import PlanError
+from gateway.cli.up import DEFAULT_MANIFESTS, add_up_parser
 from gateway.controlplane.manifests import ManifestError
-from gateway.controlplane.platform import (
-    AutoscalerDefaults,
-    LocalPlatform,
-    ModelDirMissing,
-    StartError,
-)
-from gateway.routing import RoutingTable
-from gateway.settings import GatewaySettings
 from servers.kserve_argv import argv_hidden
 
 __all__ = ["main"]
 
-DEFAULT_MANIFESTS = Path("inferenceservices")
-STOP_GRACE_S = 5.0
+DEFAULT_ADMIN_URL = os.environ.get("MODELSERVE_ADMIN_URL", "http://127.0.0.1:8082")
 
 
 def _error(message: str) -> int:
     print(f"modelserve: error: {message}", file=sys.stderr, flush=True)
     return 1
-
-
-# --- up -----------------------------------------------------------------------------------
-
-
-def _check_free(host: str, port: int) -> None:
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, port))
-
-
-def _print_services(platform: LocalPlatform, host: str, port: int, grpc_port: int) -> None:
-    base = f"http://{host}:{port}"
-    statuses = platform.status()
-    width = max(len(s.name) for s in statuses)
-    for status in statuses:
-        print(
-            f"{status.name:<{width}}  {base}/v1/models/{status.name}:predict  "
-            f"(Host: {status.host})",
-            flush=True,
-        )
-        print(
-            f"{'':<{width}}  {base}/v2/models/{status.name}/infer  grpc {host}:{grpc_port}",
-            flush=True,
-        )
-    print(f"dashboard: {base}/ui", flush=True)
-    print(
-        f"modelserve ready: {len(statuses)} service(s), REST {base}, gRPC {host}:{grpc_port}"
-        " (Ctrl-C to stop)",
-        flush=True,
-    )
-
-
-async def _serve_gateway(
-    platform: LocalPlatform,
-    table: RoutingTable,
-    sock: socket.socket,
-    args: argparse.Namespace,
-    settings: GatewaySettings,
-    stop: asyncio.Event,
-) -> int:
-    # Imported here: the data plane is only needed by `up`.
-    with argv_hidden():
-        from gateway.dataplane.server import GatewayServer
-        from servers.model_server import freeze_startup_heap
-
-    gateway = GatewayServer(
-        table, settings, args.host, grpc_port=args.grpc_port, rollouts=platform
-    )
-    try:
-        await gateway.start(sock)
-        freeze_startup_heap()  # full GC pauses over the start-up heap stall every request
-        _print_services(platform, args.host, gateway.http_port, gateway.grpc_port or 0)
-        await stop.wait()
-        return 0
-    finally:
-        await gateway.stop(STOP_GRACE_S)
-
-
-async def _up(
-    args: argparse.Namespace,
-    settings: GatewaySettings,
-    autoscaler: AutoscalerDefaults,
-    sock: socket.socket,
-) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    table = RoutingTable()
-    platform = LocalPlatform(
-        args.files or [DEFAULT_MANIFESTS], args.models_dir, table, autoscaler=autoscaler
-    )
-    try:
-        starting = asyncio.create_task(platform.start(), name="platform start")
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not starting.done():  # a signal while components start: stop them, no error
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            return 0
-        starting.result()
-        return await _serve_gateway(platform, table, sock, args, settings, stop)
-    finally:
-        print("modelserve: stopping", flush=True)
-        await platform.stop()
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    if args.models_dir is None:
-        args.models_dir = Path(os.environ.get("MODELSERVE_MODELS_DIR", "models"))
-    try:
-        # Before any component starts: a bad key file or limit stops `up` at once.
-        settings = GatewaySettings()
-    except ValidationError as exc:
-        return _error(f"gateway settings (MODELSERVE_GATEWAY_*): {exc}")
-    try:
-        autoscaler = AutoscalerDefaults()
-    except ValidationError as exc:
-        return _error(f"autoscaler settings (MODELSERVE_AUTOSCALER_*): {exc}")
-    try:
-        with argv_hidden():
-            from gateway.dataplane.server import bind_socket
-        sock = bind_socket(args.host, args.port)
-    except OSError as exc:
-        return _error(f"cannot listen on {args.host}:{args.port} (--port): {exc.strerror}")
-    try:
-        _check_free(args.host, args.grpc_port)
-    except OSError as exc:
-        sock.close()
-        return _error(
-            f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): {exc.strerror}"
-        )
-    try:
-        # uvloop (a uvicorn[standard] dependency): 10-25 % less gateway CPU per request
-        # measured once the proxy itself was lean (py-spy; README "Benchmark").
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_up(args, settings, autoscaler, sock))
-    except (ManifestError, PlanError, ModelDirMissing, StartError, OSError) as exc:
-        return _error(str(exc))
-    finally:
-        sock.close()
 
 
 # --- build-models ---------------------------------------------------------------------------
@@ -230,7 +90,7 @@ def _predict_grpc(args: argparse.Namespace, body: Any) -> int:
     import grpc
 
     with argv_hidden():
-        from gateway.predict_client import grpc_infer
+        from gateway.cli.predict_client import grpc_infer
         from servers.errors import InvalidInput
 
     try:
@@ -278,13 +138,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from gateway.loadtest import run_loadtest
+    from gateway.cli.loadtest import run_loadtest
 
     return run_loadtest(args)
 
 
 def _add_loadtest(commands: Any) -> None:
-    from gateway.loadtest import LOADTESTS, MAX_DURATION_S, parse_duration, parse_protocols
+    from gateway.cli.loadtest import LOADTESTS, MAX_DURATION_S, parse_duration, parse_protocols
 
     loadtest = commands.add_parser(
         "loadtest", help="headless Locust against a running platform, checked against SLOs"
@@ -354,37 +214,31 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if not args.kube:
         if args.command == "status":
             return cmd_local_status(args)
-        from gateway.platform_client import run_rollout
+        from gateway.cli.platform_client import run_delete, run_rollout
 
-        return run_rollout(args)
-    from gateway.kube import run_command
+        return run_delete(args) if args.command == "delete" else run_rollout(args)
+    from gateway.cli.kube import run_command
 
     return run_command(args)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from gateway.platform_client import run_apply
+    from gateway.cli.platform_client import run_apply
 
     return run_apply(args)
 
 
 def cmd_local_status(args: argparse.Namespace) -> int:
-    """`status` against the running platform: `GET /v1/services[/NAME]`, printed as for a
-    cluster's InferenceServices."""
-    from gateway.kube import summarize
+    """`status` against the running platform: `GET /v1/services[/NAME]` on the admin port,
+    printed as for a cluster's InferenceServices."""
+    from gateway.cli.kube import summarize
+    from gateway.cli.platform_client import PlatformClient, PlatformError, admin_token
 
-    path = f"/v1/services/{args.name}" if args.name else "/v1/services"
-    headers = {"x-api-key": args.api_key} if args.api_key else {}
+    client = PlatformClient(args.admin_url, admin_token(args.admin_url, args.token))
     try:
-        response = httpx.get(args.url.rstrip("/") + path, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        return _error(f"cannot reach the platform at {args.url}: {exc}")
-    try:
-        doc = response.json()
-    except ValueError:
-        doc = {}
-    if response.status_code != 200:
-        return _error(f"{response.status_code}: {doc.get('error', response.text)}")
+        doc = client.get(args.name) if args.name else client.list()
+    except PlatformError as exc:
+        return _error(str(exc))
     docs = [doc] if args.name else doc.get("services", [])
     if not docs:
         print("no InferenceServices")
@@ -394,7 +248,7 @@ def cmd_local_status(args: argparse.Namespace) -> int:
 
 
 def _add_rollout(commands: Any) -> None:
-    from gateway.kube import COMPONENTS, parse_percent
+    from gateway.cli.kube import COMPONENTS, parse_percent
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -416,23 +270,27 @@ def _add_rollout(commands: Any) -> None:
     )
     platform = argparse.ArgumentParser(add_help=False)
     platform.add_argument(
-        "--url",
-        default=os.environ.get("MODELSERVE_URL", "http://127.0.0.1:8080"),
-        help="the local platform, without --kube (default $MODELSERVE_URL)",
+        "--admin-url",
+        default=DEFAULT_ADMIN_URL,
+        help="the local platform's control plane, without --kube (default $MODELSERVE_ADMIN_URL "
+        "or http://127.0.0.1:8082)",
     )
     platform.add_argument(
-        "--api-key",
-        default=os.environ.get("MODELSERVE_API_KEY"),
-        help="the gateway's API key, when auth is on (default $MODELSERVE_API_KEY)",
+        "--token",
+        default=None,
+        help="an admin token (default $MODELSERVE_ADMIN_TOKEN, else the one `modelserve up` "
+        "wrote for --admin-url's port)",
     )
     helps = {
         "canary": "send --percent of the traffic to the latest revision",
         "promote": "the latest revision takes all traffic (removes canaryTrafficPercent)",
-        "rollback": "all traffic back to the previous revision (canaryTrafficPercent 0)",
+        "rollback": "all traffic back to the previous revision (canaryTrafficPercent 0) "
+        "while a canary is in progress",
         "status": "URL, traffic per revision and conditions of one or all InferenceServices",
+        "delete": "delete an InferenceService and stop its revisions (as kubectl delete)",
     }
     for command, text in helps.items():
-        description = f"{text}: on the local platform at --url, or with --kube on a cluster."
+        description = f"{text}: on the local platform at --admin-url, or with --kube on a cluster."
         sub = commands.add_parser(
             command, parents=[common, platform], help=text, description=description
         )
@@ -444,8 +302,8 @@ def _add_rollout(commands: Any) -> None:
         "apply",
         parents=[platform],
         help="create or update InferenceServices on the local platform (as kubectl apply)",
-        description="POST each InferenceService in FILES to the platform at --url: a changed "
-        "spec makes a new revision; canaryTrafficPercent splits the traffic.",
+        description="POST each InferenceService in FILES to the control plane at --admin-url: "
+        "a changed spec makes a new revision; canaryTrafficPercent splits the traffic.",
     )
     apply.add_argument("files", nargs="+", type=Path, help="manifest files or directories")
     apply.set_defaults(func=cmd_apply)
@@ -458,23 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run InferenceServices locally behind the gateway")
-    up.add_argument(
-        "files",
-        nargs="*",
-        type=Path,
-        help=f"manifest files or directories (default: {DEFAULT_MANIFESTS}/)",
-    )
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080, help="gateway REST port (0: any free)")
-    up.add_argument("--grpc-port", type=int, default=8081, help="gateway gRPC port (0: any free)")
-    up.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        help="where pvc://<claim>/<path> is read from (default: $MODELSERVE_MODELS_DIR or models)",
-    )
-    up.set_defaults(func=cmd_up)
+    add_up_parser(commands)
 
     build = commands.add_parser("build-models", help="train and export the demo models")
     build.add_argument("--out", type=Path, default=Path("models"))

@@ -29,7 +29,7 @@ __all__ = [
     "run_loadtest",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = ROOT / "loadtests"
 MAX_DURATION_S = 600
 # Locust needs a few seconds to start and to write its reports after the run.
