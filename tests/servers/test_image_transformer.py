@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,11 +29,20 @@ import tritonclient.http as triton_http
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from kserve.predictor_config import PredictorConfig
 from kserve.utils.inference_client_factory import InferenceClientFactory
-from PIL import Image
+from PIL import Image, ImageFile
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError, UpstreamError
+from servers.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidInput,
+    ModelLoadError,
+    PayloadTooLarge,
+    UpstreamError,
+)
+from servers.transformers.image.__main__ import main
+from servers.transformers.image.limits import Cancellation, RequestLimits, run_cancellable
 from servers.transformers.image.model import ImageSpec, ImageTransformer, tensor_spec
 from servers.transformers.upstream import from_http
 from tests.support import ServerProcess, free_port, run_server
@@ -676,6 +688,158 @@ def test_eps_is_not_decoded(tmp_path: Path) -> None:
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
     with pytest.raises(InvalidInput, match="neither an encoded image"):
         transformer._batch([eps], transformer.stored_input)
+
+
+# -- bounded work per request (in process) -----------------------------------------------
+def _loaded(directory: Path, limits: RequestLimits | None = None) -> ImageTransformer:
+    transformer = _transformer(directory, METADATA, "v2")
+    transformer.limits = limits or RequestLimits()
+    transformer.load()
+    assert transformer.stored_input is not None
+    return transformer
+
+
+def _black_png(size: int) -> bytes:
+    return _encode(Image.new("L", (size, size)), "PNG")
+
+
+@pytest.fixture
+def pixel_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size of every image whose pixels Pillow decodes from now on."""
+    loads: list[tuple[int, int]] = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self: ImageFile.ImageFile) -> Any:
+        if self.tile:  # pixels still to decode (later calls find them loaded)
+            loads.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return loads
+
+
+def test_png_bomb_is_refused_from_headers_without_decoding_a_pixel(
+    tmp_path: Path, pixel_loads: list[tuple[int, int]]
+) -> None:
+    # 64 black 4000x4000 PNGs: 1 MB encoded, 1.02 G pixels (~6 CPU-s to decode); each one is
+    # under the per-image limit, together they are 15 times the default request budget.
+    transformer = _loaded(tmp_path / "model")
+    bomb = [_black_png(4000)] * 64
+    assert sum(map(len, bomb)) < 1_100_000
+    assert transformer.stored_input is not None
+    with pytest.raises(PayloadTooLarge) as refused:
+        transformer._batch(bomb, transformer.stored_input)
+    assert str(refused.value) == (
+        "instances 0 to 4 hold 80000000 pixels, over the limit of 67108864 pixels per request"
+    )
+    assert refused.value.http_status == 413
+    assert pixel_loads == []
+
+
+@pytest.mark.parametrize(("limit", "refused"), [(128, False), (127, True)])
+def test_request_pixel_budget_counts_every_image(
+    tmp_path: Path, pixel_loads: list[tuple[int, int]], limit: int, refused: bool
+) -> None:
+    transformer = _loaded(tmp_path / "model", RequestLimits(max_request_pixels=limit))
+    assert transformer.stored_input is not None
+    two = [_black_png(8)] * 2
+    if refused:
+        message = "instances 0 to 1 hold 128 pixels, over the limit of 127 pixels per request"
+        with pytest.raises(PayloadTooLarge, match=message):
+            transformer._batch(two, transformer.stored_input)
+        assert pixel_loads == []
+    else:
+        assert transformer._batch(two, transformer.stored_input).shape == (2, 64)
+        assert pixel_loads == [(8, 8), (8, 8)]
+
+
+def test_batch_size_limit_names_the_limit() -> None:
+    RequestLimits(max_batch_size=2).check_batch_size(2)
+    with pytest.raises(PayloadTooLarge, match="3 images, over the limit of 2 images per request"):
+        RequestLimits(max_batch_size=2).check_batch_size(3)
+
+
+def _spy_decode(
+    transformer: ImageTransformer, monkeypatch: pytest.MonkeyPatch, first: Any
+) -> list[int]:
+    """Record each image `_decode` is called for, calling `first()` during image 0."""
+    decoded: list[int] = []
+    real = transformer._decode
+
+    def decode(index: int, img: Image.Image) -> np.ndarray:
+        decoded.append(index)
+        if index == 0:
+            first()
+        return real(index, img)
+
+    monkeypatch.setattr(transformer, "_decode", decode)
+    return decoded
+
+
+def test_cancelled_request_stops_after_the_image_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    transformer = _loaded(tmp_path / "model")
+    spec = transformer.stored_input
+    assert spec is not None
+    in_progress, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        in_progress.set()
+        release.wait(60)
+
+    decoded = _spy_decode(transformer, monkeypatch, hold)
+    cancellation = Cancellation(60.0)
+
+    async def cancel_during_the_first_image() -> None:
+        work = functools.partial(transformer._batch, [_black_png(8)] * 8, spec)
+        task = asyncio.create_task(run_cancellable(work, cancellation))
+        while not in_progress.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()  # what grpc.aio does when the client cancels or its deadline passes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert cancellation.cancelled.is_set()
+        release.set()
+
+    with caplog.at_level(logging.WARNING, "modelserve.transformers.image"):
+        asyncio.run(cancel_during_the_first_image())  # which waits for the executor's thread
+    assert decoded == [0]
+    assert "decoding stopped after 1 of 8 images" in caplog.text
+
+
+def test_decode_timeout_stops_before_the_next_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transformer = _loaded(tmp_path / "model")
+    assert transformer.stored_input is not None
+    cancellation = Cancellation(30.0)
+
+    def age_the_request() -> None:
+        cancellation.started = time.monotonic() - 31.0
+
+    decoded = _spy_decode(transformer, monkeypatch, age_the_request)
+    with pytest.raises(BackendTimeout, match="took over 30 s: stopped after 1 of 3 images"):
+        transformer._batch([_black_png(8)] * 3, transformer.stored_input, cancellation)
+    assert decoded == [0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--max_batch_size=0", "--max_batch_size must be positive"),
+        ("--max_request_pixels=-1", "--max_request_pixels must be positive"),
+        ("--decode_timeout_s=0", "--decode_timeout_s must be positive"),
+        ("--decode_timeout_s=nan", "--decode_timeout_s must be positive"),
+    ],
+)
+def test_limit_flags_must_be_positive(
+    flag: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([f"--model_name={NAME}", "--predictor_host=127.0.0.1:1", flag])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # -- the predictor-error mapping both transformers share ----------------------------------

@@ -17,6 +17,13 @@ per-class scores it answers with come back as top-k labels in the protocol the c
 
 `input` is needed only for a v1 predictor or one without v2 metadata; `scores_output` names the
 predictor output holding the scores (without it: the predictor's first output).
+
+Work per request is bounded (`limits.py`), every check made before any pixel is decoded:
+`--max_batch_size` images (64; more: 413), `--max_image_bytes` encoded bytes per image (4 MiB;
+400), `--max_image_pixels` per image (16,777,216; 400) and `--max_request_pixels` for all the
+request's images together (67,108,864; 413), read from the headers. Images are then decoded
+one at a time; a request whose gRPC client cancelled or passed its deadline stops before the
+next image, and any request stops with a 504 once it is `--decode_timeout_s` old (30 s).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import math
 import re
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +56,16 @@ from kserve.protocol.infer_type import (
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
-from servers.model import off_loop
 from servers.protocol import v1
 from servers.protocol.tensors import DATATYPES
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.storage import read_metadata, resolve_model_dir
+from servers.transformers.image.limits import (
+    Cancellation,
+    PixelBudget,
+    RequestLimits,
+    run_cancellable,
+)
 from servers.transformers.upstream import from_grpc, from_http, predictor_errors
 
 __all__ = [
@@ -60,6 +74,7 @@ __all__ = [
     "DEFAULT_TOP_K",
     "ImageSpec",
     "ImageTransformer",
+    "RequestLimits",
     "TensorSpec",
 ]
 
@@ -176,6 +191,7 @@ class ImageTransformer(kserve.Model):
         top_k: int = DEFAULT_TOP_K,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        limits: RequestLimits | None = None,
     ) -> None:
         super().__init__(name)
         if top_k < 1 or max_image_bytes < 1 or max_image_pixels < 1:
@@ -185,6 +201,7 @@ class ImageTransformer(kserve.Model):
         self.top_k = top_k
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
+        self.limits = limits or RequestLimits()
         self.target_names: list[str] = []
         self.image = ImageSpec(1, 1)
         self.scores_output: str | None = None
@@ -324,8 +341,9 @@ class ImageTransformer(kserve.Model):
                 "nor base64 text of one"
             ) from None
 
-    def _pixels(self, index: int, value: str | bytes) -> np.ndarray:
-        """One image (base64 text, or bytes: encoded or base64) as (height, width) pixels."""
+    def _header(self, index: int, value: str | bytes) -> Image.Image:
+        """One image (base64 text, or bytes: encoded or base64) opened: its header read, its
+        size checked, no pixel decoded."""
         try:
             if isinstance(value, str):
                 img = self._open(index, self._b64(index, value))
@@ -338,16 +356,33 @@ class ImageTransformer(kserve.Model):
             raise InvalidInput(
                 f"instance {index} is not a decodable image ({', '.join(IMAGE_FORMATS)})"
             ) from None
-        return self._decode(index, img)
+        width, height = img.size
+        if width * height > self.max_image_pixels:
+            img.close()
+            raise InvalidInput(
+                f"instance {index}: the image is {width}x{height} = {width * height} "
+                f"pixels, over the limit of {self.max_image_pixels}"
+            )
+        return img
+
+    def _headers(self, values: Sequence[str | bytes]) -> list[Image.Image]:
+        """Every image opened (`_header`), their pixels summed against --max_request_pixels."""
+        budget = PixelBudget(self.limits.max_request_pixels)
+        images: list[Image.Image] = []
+        try:
+            for index, value in enumerate(values):
+                images.append(self._header(index, value))
+                width, height = images[-1].size
+                budget.spend(index, width * height)
+        except BaseException:
+            for img in images:
+                img.close()
+            raise
+        return images
 
     def _decode(self, index: int, img: Image.Image) -> np.ndarray:
+        """One opened image's pixels, at the model's size and scale (the image is closed)."""
         with img:
-            width, height = img.size
-            if width * height > self.max_image_pixels:
-                raise InvalidInput(
-                    f"instance {index}: the image is {width}x{height} = {width * height} "
-                    f"pixels, over the limit of {self.max_image_pixels}"
-                )
             try:
                 if img.format == "JPEG":
                     # Let the decoder scale down (DCT scaling) rather than decode every pixel.
@@ -386,10 +421,28 @@ class ImageTransformer(kserve.Model):
             img = Image.alpha_composite(background, rgba)
         return img.convert("L").convert("F")
 
-    def _batch(self, values: list[str | bytes], spec: TensorSpec) -> np.ndarray:
-        """The predictor's input tensor for a batch of encoded images."""
-        stack = np.stack([self._pixels(i, v) for i, v in enumerate(values)])
-        batch = stack.reshape((len(values), *spec.dims))
+    def _batch(
+        self,
+        values: Sequence[str | bytes],
+        spec: TensorSpec,
+        cancellation: Cancellation | None = None,
+    ) -> np.ndarray:
+        """The predictor's input tensor for a batch of encoded images.
+
+        Every header is read and the request's limits checked before the first image is
+        decoded; then images are decoded one by one, `cancellation` checked before each.
+        """
+        images = self._headers(values)
+        rows: list[np.ndarray] = []
+        try:
+            for index, img in enumerate(images):
+                if cancellation is not None:
+                    cancellation.check(index, len(images))
+                rows.append(self._decode(index, img))
+        finally:
+            for img in images[len(rows) :]:  # the ones not decoded (closing twice is harmless)
+                img.close()
+        batch = np.stack(rows).reshape((len(values), *spec.dims))
         dtype = DATATYPES[spec.datatype].dtype
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
@@ -474,6 +527,7 @@ class ImageTransformer(kserve.Model):
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
         """Decode the images, call the predictor, and name its top-k classes."""
+        cancellation = Cancellation(self.limits.decode_timeout_s)
         values: list[str | bytes]
         if isinstance(payload, InferRequest):
             parameters = to_http_parameters(payload.parameters) if payload.parameters else None
@@ -483,8 +537,10 @@ class ImageTransformer(kserve.Model):
             doc = v1.parse_json_body(payload)
             top_k = self._requested_top_k(doc.get("parameters"))
             values = list(self._v1_images(doc))
+        self.limits.check_batch_size(len(values))  # before asking the predictor anything
         spec = await self.predictor_input()
-        batch = await off_loop(self._batch, values, spec)  # decoding is CPU work: off the loop
+        # Decoding is CPU work: off the loop, and stopped between images once abandoned.
+        batch = await run_cancellable(functools.partial(self._batch, values, spec), cancellation)
         scores = await self._scores(batch, spec, headers)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         top_scores = np.take_along_axis(scores, order, axis=1)
