@@ -25,6 +25,8 @@ RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python '.[tensorflow]'
 
 FROM python:3.11-slim-bookworm AS base
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Components listen on loopback unless told otherwise; in a pod their ports must be reachable.
+ENV MODELSERVE_BIND_ADDRESS=0.0.0.0
 RUN useradd --uid 1000 --create-home modelserve && mkdir -p /mnt/models \
  && chown modelserve /mnt/models
 WORKDIR /app
@@ -43,6 +45,8 @@ FROM runtime AS transformers
 CMD ["python", "-m", "servers.transformers.tabular", "--model_dir", "/mnt/models"]
 
 FROM runtime AS gateway
+# The components `modelserve up` starts here sit behind the gateway: loopback only.
+ENV MODELSERVE_BIND_ADDRESS=127.0.0.1
 COPY --chown=1000 inferenceservices /app/inferenceservices
 # The services this image can run itself (no TensorFlow, no tritonserver here).
 CMD ["modelserve", "up", "/app/inferenceservices/sklearn-iris.yaml", \

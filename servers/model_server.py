@@ -50,56 +50,71 @@ class _RESTServer(RESTServer):
 
 
 class _GRPCServer(GRPCServer):
-    """KServe's gRPC server, serving more services than v2 inference on the same port."""
+    """KServe's gRPC server on our address and message limits, serving more services than v2
+    inference on the same port.
 
-    def __init__(self, *args: Any, services: Sequence[GrpcService], **kwargs: Any) -> None:
+    KServe builds, binds (on [::]) and starts its aio.Server in one method: ours does the same
+    with the same interceptors, adding the services before the start.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        address: str,
+        options: Sequence[tuple[str, int]],
+        services: Sequence[GrpcService],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._address = address
+        self._options = list(options)
         self._services = services
 
     async def start(self, max_workers: int) -> None:
-        if not self._services:
-            await super().start(max_workers)
-            return
-        # KServe builds and starts its aio.Server in one method; services must be added
-        # before the start, so build it here with the same interceptors and options.
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
-            options=[
-                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                (
-                    "grpc.max_receive_message_length",
-                    self._kwargs.get("grpc_max_receive_message_length"),
-                ),
-            ],
+            options=self._options,
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self._data_plane, self._model_repository_extension), self._server
         )
         for add_service in self._services:
             add_service(self._server)
-        self._server.add_insecure_port(f"[::]:{self._port}")
+        self._server.add_insecure_port(_listen_address(self._address, self._port))
         await self._server.start()
         await self._server.wait_for_termination()
 
 
+def _listen_address(host: str, port: int) -> str:
+    """gRPC's HOST:PORT, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class ModelServer(kserve.ModelServer):
-    """kserve.ModelServer with modelserve's REST routes, body limit and error mapping."""
+    """kserve.ModelServer with modelserve's REST routes, body limit and error mapping, listening
+    on `bind_address` (REST and gRPC; KServe's own binds 0.0.0.0 and [::]) with the gRPC
+    message limits of `grpc_options`."""
 
     def __init__(
         self,
         *,
+        bind_address: str,
+        grpc_options: Sequence[tuple[str, int]],
         max_body_bytes: int,
         log_requests: bool,
         grpc_services: Sequence[GrpcService] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.bind_address = bind_address
+        self.grpc_options = grpc_options
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
         self.grpc_services = grpc_services
 
     def _configure(self, rest: _RESTServer) -> None:
+        rest.config.host = self.bind_address  # read when the socket is bound, after this
         rest.max_body_bytes = self.max_body_bytes
         rest.log_requests = self.log_requests
 
@@ -138,8 +153,10 @@ class ModelServer(kserve.ModelServer):
                 self.grpc_port,
                 self.dataplane,
                 self.model_repository_extension,
-                kwargs=vars(kserve_model_server.args),
+                kwargs={},  # KServe reads its options from these; ours come in `options`
                 grace_period=self.grace_period,
+                address=self.bind_address,
+                options=self.grpc_options,
                 services=self.grpc_services,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))

@@ -2,7 +2,10 @@
 
 Every `python -m servers.<backend>` goes through `server_parser` and `serve`, so all of them
 take KServe's usual flags (`--model_name --http_port --grpc_port --workers --predictor_host
---predictor_protocol ...`) plus ours, and answer errors the same way.
+--predictor_protocol ...`) plus ours, and answer errors the same way. The environment
+(`servers.settings`) gives the defaults of the listen address (`--bind_address`), of KServe's
+gRPC message limits (`--grpc_max_send_message_length`, `--grpc_max_receive_message_length`)
+and, for servers that load pickles, of `--trust_remote_pickles`.
 """
 
 from __future__ import annotations
@@ -20,12 +23,20 @@ from kserve import model_server as kserve_model_server
 
 from servers.batching import BatchSettings
 from servers.errors import ModelServeError
+from servers.limits import (
+    BIND_ADDRESS_ENV,
+    GRPC_MAX_MESSAGE_BYTES_ENV,
+    TRUST_REMOTE_PICKLES_ENV,
+    grpc_message_options,
+)
 from servers.model_server import GrpcService, ModelServer
+from servers.settings import bind_address, component_settings
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "add_batching_flags",
     "batch_settings",
+    "grpc_options",
     "predictor_config",
     "serve",
     "server_parser",
@@ -34,9 +45,32 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def server_parser(description: str) -> argparse.ArgumentParser:
-    """KServe's model-server flags plus modelserve's shared ones."""
+def server_parser(description: str, *, loads_pickles: bool = False) -> argparse.ArgumentParser:
+    """KServe's model-server flags plus modelserve's shared ones, with the environment's
+    defaults (`loads_pickles`: also `--trust_remote_pickles`)."""
     parser = argparse.ArgumentParser(description=description, parents=[kserve_model_server.parser])
+    settings = component_settings(parser)
+    parser.add_argument(
+        "--bind_address",
+        type=bind_address,
+        default=settings.bind_address,
+        help=f"IP address REST and gRPC listen on (default: ${BIND_ADDRESS_ENV}, else "
+        "127.0.0.1).",
+    )
+    # KServe's own flags stay (a ServingRuntime may pass them); only their default changes.
+    parser.set_defaults(
+        grpc_max_send_message_length=settings.grpc_max_message_bytes,
+        grpc_max_receive_message_length=settings.grpc_max_message_bytes,
+    )
+    parser.epilog = f"gRPC message limits default to ${GRPC_MAX_MESSAGE_BYTES_ENV} (64 MiB)."
+    if loads_pickles:
+        parser.add_argument(
+            "--trust_remote_pickles",
+            action="store_true",
+            default=settings.trust_remote_pickles,
+            help="Load .joblib/.pkl/.pickle models downloaded from remote URIs: loading a "
+            f"pickle runs its code (default: ${TRUST_REMOTE_PICKLES_ENV}=1; .skops is safe).",
+        )
     parser.add_argument(
         "--model_dir",
         "--storage_uri",
@@ -88,6 +122,14 @@ def batch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(str(exc))
 
 
+def grpc_options(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The gRPC message limits the flags give, as channel options (a transformer's client to
+    its predictor uses the same ones as its server)."""
+    return grpc_message_options(
+        args.grpc_max_send_message_length, args.grpc_max_receive_message_length
+    )
+
+
 def predictor_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
     """A transformer's `kserve.PredictorConfig` from KServe's predictor flags (a usage error
     without `--predictor_host`)."""
@@ -126,6 +168,8 @@ def serve(
     server = ModelServer(
         max_body_bytes=args.max_body_bytes,
         log_requests=args.log_requests,
+        bind_address=args.bind_address,
+        grpc_options=grpc_options(args),
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,

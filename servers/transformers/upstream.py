@@ -3,12 +3,16 @@
 An error the predictor answered with keeps its status (a 400 from the predictor is a 400 to the
 client, over REST and gRPC alike); a predictor that is down or refuses the connection is a 503,
 one that does not answer in time a 504 — never a 500.
+
+`predictor_grpc_client` is the gRPC client a transformer calls its predictor with: kserve's own
+(`Model._grpc_client`) sets no message limits and is one per process, shared by every model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 import httpx
@@ -23,7 +27,7 @@ from servers.errors import (
     status_for_http,
 )
 
-__all__ = ["from_grpc", "from_http", "predictor_errors"]
+__all__ = ["from_grpc", "from_http", "predictor_errors", "predictor_grpc_client"]
 
 def _error_text(text: str) -> str:
     # v1/v2 error bodies are {"error": "..."}: pass on the message, not the JSON around it.
@@ -67,3 +71,18 @@ def predictor_errors() -> Iterator[None]:
         raise BackendTimeout(f"predictor did not answer in time: {exc}") from exc
     except httpx.TransportError as exc:
         raise BackendUnavailable(f"predictor unreachable: {exc}") from exc
+
+
+def predictor_grpc_client(config: Any, options: Sequence[tuple[str, int]]) -> Any:
+    """kserve's `InferenceGRPCClient` to the predictor of `config` (a `kserve.PredictorConfig`),
+    with the channel `options` (the component's gRPC message limits, `servers.server.grpc_options`)
+    and kserve's retry policy. Make it inside the event loop that will use it."""
+    from kserve.inference_client import InferenceGRPCClient
+
+    return InferenceGRPCClient(
+        config.predictor_host,
+        use_ssl=config.use_ssl,
+        timeout=config.timeout,
+        retries=config.retries,
+        channel_args=list(options),  # kserve appends its retry settings to this list
+    )

@@ -10,11 +10,13 @@ As a component (the `kserve-tritonserver` runtime of `modelserve up`) it takes K
 flags, the ones the local planner rewrites:
 
     python -m servers.triton.tritonserver --model_dir=REPO --http_port=P --grpc_port=Q \\
-        [--metrics_port=M] [--host=0.0.0.0] [--triton_home=VENV] \\
+        [--metrics_port=M] [--bind_address=ADDR] [--triton_home=VENV] \\
         [--log-verbose=1 ...]
 
 and runs Triton in the foreground: its output is ours, SIGTERM/SIGINT are forwarded, and the
-exit status is Triton's, so the supervisor restarts it like any component. Models are served
+exit status is Triton's, so the supervisor restarts it like any component. Triton's HTTP, gRPC
+and metrics listen on `--bind_address` (`--host`; default `$MODELSERVE_BIND_ADDRESS`, else
+127.0.0.1), as every component's do. Models are served
 under their repository names, as KServe's Triton runtime does (its args name no model); flags
 with dashes are Triton's own and are passed to it.
 """
@@ -40,6 +42,8 @@ from typing import IO
 
 import httpx
 
+from servers.limits import BIND_ADDRESS_ENV
+from servers.settings import bind_address, component_settings
 from servers.triton.install import TritonInstall, TritonNotInstalled, locate
 from servers.triton.repository import RepositoryError, check_repository
 
@@ -363,7 +367,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc_port", type=int, default=8081)
     parser.add_argument("--metrics_port", type=int, default=None,
                         help="Triton's metrics port (default: metrics off; 0: a free port).")
-    parser.add_argument("--host", default="0.0.0.0", help="Address Triton listens on.")
+    settings = component_settings(parser)
+    parser.add_argument("--bind_address", "--host", dest="host", type=bind_address,
+                        default=settings.bind_address,
+                        help="IP address Triton's HTTP, gRPC and metrics listen on (default: "
+                        f"${BIND_ADDRESS_ENV}, else 127.0.0.1).")
     parser.add_argument("--triton_home", default=None,
                         help="A venv (or its tritonserver dir) with nvidia-pytriton "
                         "(default: $MODELSERVE_TRITON_HOME, else .venv-triton).")

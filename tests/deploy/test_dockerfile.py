@@ -194,6 +194,29 @@ def test_the_gateway_image_can_run_the_services_it_serves(
                 )
 
 
+def env_of(stages: list[Stage], name: str, variable: str) -> str | None:
+    """The value `variable` has in the target (the nearest stage's `ENV` that sets it)."""
+    for stage in _chain(stages, name):
+        for line in reversed(stage.lines):
+            if line.split()[0].upper() != "ENV":
+                continue
+            pairs = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            if variable in pairs:
+                return pairs[variable]
+    return None
+
+
+def test_component_images_listen_on_every_address(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    # Components bind 127.0.0.1 by default; in a pod their ports must be reachable. The
+    # gateway image's components sit behind the gateway, in its pod: loopback there.
+    images, stages = dockerfile
+    for target in sorted(set(images.values()) - {"gateway"}):
+        assert env_of(stages, target, "MODELSERVE_BIND_ADDRESS") == "0.0.0.0", target
+    assert env_of(stages, "gateway", "MODELSERVE_BIND_ADDRESS") == "127.0.0.1"
+
+
 def _ignored(path: str, patterns: list[str]) -> bool:
     """Docker's rule: the last matching pattern wins; a match on a parent excludes below it."""
     parts = path.split("/")

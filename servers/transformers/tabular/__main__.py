@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from servers.server import predictor_config, serve, server_parser
+from servers.server import grpc_options, predictor_config, serve, server_parser
 from servers.transformers.tabular.model import TabularTransformer
 
 
@@ -16,7 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.predictor_protocol == "v1":
         parser.error("--predictor_protocol must be v2 or grpc-v2 (the predictor speaks tensors)")
     config = predictor_config(parser, args)
-    return serve(lambda: [TabularTransformer(args.model_name, args.model_dir, config)], args)
+    return serve(
+        lambda: [
+            TabularTransformer(args.model_name, args.model_dir, config, grpc_options(args))
+        ],
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ and the predicted class ids come back as label names in the protocol the client 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import kserve
@@ -17,10 +18,11 @@ from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
+from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES, grpc_message_options
 from servers.protocol import v1
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.storage import read_metadata, resolve_model_dir
-from servers.transformers.upstream import predictor_errors
+from servers.transformers.upstream import predictor_errors, predictor_grpc_client
 
 __all__ = ["TabularTransformer"]
 
@@ -29,11 +31,24 @@ PREDICTOR_OUTPUT = "predict"
 
 
 class TabularTransformer(kserve.Model):
-    """Orders named features for a tabular predictor and names its predicted classes."""
+    """Orders named features for a tabular predictor and names its predicted classes.
 
-    def __init__(self, name: str, model_dir: str, predictor_config: PredictorConfig) -> None:
+    `grpc_options` (the gRPC message limits) apply to its gRPC client to the predictor.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        predictor_config: PredictorConfig,
+        grpc_options: Sequence[tuple[str, int]] = (),
+    ) -> None:
         super().__init__(name)
         self._predictor_config = predictor_config
+        self.grpc_options = list(
+            grpc_options or grpc_message_options(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
+        )
+        self._predictor_grpc: Any = None
         self.model_dir = model_dir
         self.feature_names: list[str] = []
         self.target_names: list[str] = []
@@ -43,6 +58,14 @@ class TabularTransformer(kserve.Model):
         """The predictor this transformer calls (kserve's clients read it from here, rather
         than from the server-wide setting)."""
         return self._predictor_config
+
+    @property
+    def _grpc_client(self) -> Any:
+        # Replaces kserve.Model's, for our message limits; made on first use, in the server's
+        # event loop (its aio channel belongs to the loop it was made in).
+        if self._predictor_grpc is None:
+            self._predictor_grpc = predictor_grpc_client(self.predictor_config, self.grpc_options)
+        return self._predictor_grpc
 
     def load(self) -> bool:
         # Only the metadata stored with the model is needed here, not the model itself.
