@@ -1,9 +1,11 @@
 """Model artifacts: where they are (`--model_dir` / `--storage_uri`) and how they load.
 
 Local paths and `file://` URIs are used in place; anything else (`http(s)://`, `gs://`, `s3://`,
-`pvc://` in a cluster) is fetched with KServe's `kserve_storage.Storage`. Formats by extension:
-`.skops` (safe: only types on an allow-list are loaded), `.joblib`, `.pkl`/`.pickle` (these two
-run arbitrary code when loaded: only load artifacts you trust).
+`hf://`, `pvc://` in a cluster) is fetched with KServe's `kserve_storage.Storage`. Formats by
+extension: `.skops` (safe: only types on an allow-list are loaded), `.joblib`, `.pkl`/`.pickle`
+(pickles: loading one runs whatever code it holds). A pickle of a model fetched from a URI is
+refused unless the caller trusts remote pickles (`--trust_remote_pickles`,
+`MODELSERVE_TRUST_REMOTE_PICKLES=1`); a local one loads as the operator put it there.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from typing import Any
 import joblib
 
 from servers.errors import ModelLoadError
+from servers.limits import TRUST_REMOTE_PICKLES_ENV
 
 __all__ = [
+    "PICKLE_SUFFIXES",
     "ModelArtifact",
+    "check_pickle_origin",
     "find_artifact",
+    "is_remote",
     "load_artifact",
     "read_metadata",
     "resolve_model_dir",
@@ -41,7 +47,8 @@ SKOPS_TRUSTED_TYPES = frozenset(
         "sklearn._loss.link.MultinomialLogit",
     }
 )
-_EXTENSIONS = (".skops", ".joblib", ".pkl", ".pickle")
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_EXTENSIONS = (".skops", *PICKLE_SUFFIXES)
 METADATA_FILE = "metadata.json"
 
 
@@ -54,11 +61,16 @@ class ModelArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def is_remote(uri: str) -> bool:
+    """Whether `uri` names a model elsewhere than this machine's file system (a download)."""
+    return "://" in uri and not uri.startswith("file://")
+
+
 def resolve_model_dir(uri: str) -> Path:
     """A local directory holding the model: the path itself, or a download of the URI."""
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
-    if "://" not in uri:
+    if not is_remote(uri):
         path = Path(uri)
         if not path.exists():
             raise ModelLoadError(f"model path {path} does not exist")
@@ -101,10 +113,32 @@ def _load_skops(path: Path, trusted: list[str]) -> Any:
     return sio.load(path, trusted=untrusted)
 
 
-def load_artifact(model_dir: str, trusted_types: list[str] | None = None) -> ModelArtifact:
-    """Load the model in `model_dir` and its optional metadata.json."""
+def check_pickle_origin(uri: str, path: Path, trust_remote_pickles: bool) -> None:
+    """Refuse (ModelLoadError) a pickle fetched from the remote `uri`, unless trusted.
+
+    Whoever can write to the bucket or URL would otherwise run code in the server.
+    """
+    if path.suffix not in PICKLE_SUFFIXES or not is_remote(uri) or trust_remote_pickles:
+        return
+    raise ModelLoadError(
+        f"{path.name} was downloaded from {uri} and is a pickle: loading it would run any code "
+        "it holds. Save the model as .skops (skops.io.dump: loads only allowed types), or, if "
+        f"you trust its source, pass --trust_remote_pickles or set {TRUST_REMOTE_PICKLES_ENV}=1 "
+        "(`modelserve up --trust-remote-pickles`)"
+    )
+
+
+def load_artifact(
+    model_dir: str,
+    trusted_types: list[str] | None = None,
+    *,
+    trust_remote_pickles: bool = False,
+) -> ModelArtifact:
+    """Load the model in `model_dir` and its optional metadata.json; a pickle downloaded from a
+    remote URI only with `trust_remote_pickles`."""
     directory = resolve_model_dir(model_dir)
     path = find_artifact(directory)
+    check_pickle_origin(model_dir, path, trust_remote_pickles)
     try:
         if path.suffix == ".skops":
             model = _load_skops(path, trusted_types or [])

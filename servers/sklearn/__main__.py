@@ -9,7 +9,9 @@ from servers.sklearn.model import METHODS, SKLearnPredictor
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = server_parser("Serve a scikit-learn model over KServe v1/v2 REST and v2 gRPC.")
+    parser = server_parser(
+        "Serve a scikit-learn model over KServe v1/v2 REST and v2 gRPC.", loads_pickles=True
+    )
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -28,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     return serve(
         lambda: [
             SKLearnPredictor(
-                args.model_name, args.model_dir, args.method, args.trust_type, batching
+                args.model_name,
+                args.model_dir,
+                args.method,
+                args.trust_type,
+                batching,
+                trust_remote_pickles=args.trust_remote_pickles,
             )
         ],
         args,

@@ -33,6 +33,8 @@ class SKLearnPredictor(TensorModel):
         method: str = "predict",
         trusted_types: list[str] | None = None,
         batching: BatchSettings | None = None,
+        *,
+        trust_remote_pickles: bool = False,
     ) -> None:
         super().__init__(name)
         if method not in METHODS:
@@ -40,6 +42,7 @@ class SKLearnPredictor(TensorModel):
         self.model_dir = model_dir
         self.method = method
         self.trusted_types = trusted_types or []
+        self.trust_remote_pickles = trust_remote_pickles
         self.estimator: Any = None
         self.n_features: int | None = None
         self.feature_names: list[str] | None = None
@@ -49,7 +52,9 @@ class SKLearnPredictor(TensorModel):
         self._batchers: dict[str, AdaptiveBatcher] = {}
 
     def load(self) -> bool:
-        artifact = load_artifact(self.model_dir, self.trusted_types)
+        artifact = load_artifact(
+            self.model_dir, self.trusted_types, trust_remote_pickles=self.trust_remote_pickles
+        )
         self.estimator = artifact.model
         if not hasattr(self.estimator, "predict"):
             raise TypeError(f"{artifact.path} holds {type(self.estimator).__name__}, no predict()")

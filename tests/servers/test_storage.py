@@ -20,7 +20,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from servers.errors import ModelLoadError
-from servers.storage import find_artifact, load_artifact, read_metadata, resolve_model_dir
+from servers.storage import (
+    check_pickle_origin,
+    find_artifact,
+    load_artifact,
+    read_metadata,
+    resolve_model_dir,
+)
 
 X = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [0.1, 0.2]])
 Y = np.array([0, 1, 0, 1, 1, 0])
@@ -159,3 +165,32 @@ def test_skops_loads_custom_types_once_trusted(custom_module: ModuleType, tmp_pa
 def test_sklearn_types_need_no_trust_in_skops(model: Any, tmp_path: Path) -> None:
     _save(model, tmp_path / "model.skops")
     assert load_artifact(str(tmp_path), trusted_types=[]).model.predict(X[:1]).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("uri", "filename", "trusted", "refused"),
+    [
+        ("https://example.com/iris", "model.joblib", False, True),
+        ("s3://bucket/iris", "model.pkl", False, True),
+        ("gs://bucket/iris", "model.pickle", False, True),
+        ("hf://org/iris", "model.joblib", False, True),
+        ("https://example.com/iris", "model.joblib", True, False),
+        ("https://example.com/iris", "model.skops", False, False),
+        ("/mnt/models", "model.joblib", False, False),
+        ("file:///mnt/models", "model.pkl", False, False),
+    ],
+)
+def test_pickles_from_remote_uris_are_refused_unless_trusted(
+    uri: str, filename: str, trusted: bool, refused: bool
+) -> None:
+    # The decision alone; a real download over http is in test_storage_download.py.
+    path = Path("/tmp/download") / filename
+    if not refused:
+        check_pickle_origin(uri, path, trusted)
+        return
+    with pytest.raises(ModelLoadError) as caught:
+        check_pickle_origin(uri, path, trusted)
+    message = str(caught.value)
+    assert uri in message and ".skops" in message
+    assert "MODELSERVE_TRUST_REMOTE_PICKLES=1" in message and "--trust_remote_pickles" in message
+    assert caught.value.http_status == 503
