@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +95,17 @@ def run_server(module: str, args: list[str], log_dir: Path) -> Iterator[ServerPr
 
 @dataclass
 class Platform:
-    """A running `modelserve up`."""
+    """A running `modelserve up`: the data plane at `url` / `grpc_target`, the control plane
+    at `admin_url` with the admin token `up` generated (read from its token file, under the
+    platform's own `XDG_RUNTIME_DIR`: `env` gives CLI processes that directory too)."""
 
     process: subprocess.Popen[bytes]
     port: int
     grpc_port: int
     log: Path
+    admin_port: int = 0
+    token: str = ""
+    runtime_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -110,6 +115,37 @@ class Platform:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What an operator's client sends to the control plane."""
+        return {"authorization": f"Bearer {self.token}"}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a `modelserve` CLI process that finds this platform's token."""
+        extra = {"XDG_RUNTIME_DIR": str(self.runtime_dir)} if self.runtime_dir else {}
+        return {**os.environ, **extra, "MODELSERVE_ADMIN_URL": self.admin_url}
+
+    def admin(self) -> httpx.Client:
+        """An httpx client of the control plane, with the admin token."""
+        return httpx.Client(base_url=self.admin_url, headers=self.admin_headers, timeout=60)
+
+
+def read_admin_token(runtime_dir: Path, admin_port: int, timeout: float = 30) -> str:
+    """The token `modelserve up` wrote for `admin_port` (it writes it once both doors are open)."""
+    path = runtime_dir / "modelserve" / f"admin-{admin_port}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return str(json.loads(path.read_text())["token"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+    raise RuntimeError(f"no admin token file at {path}")
+
 
 @contextmanager
 def run_platform(
@@ -117,20 +153,29 @@ def run_platform(
     log_dir: Path,
     files: list[Path] | None = None,
     env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Platform]:
-    """`modelserve up` with the demo manifests (or `files`) on free ports, with `env` added to
-    its environment; SIGTERM afterwards."""
-    port, grpc_port = free_port(), free_port()
+    """`modelserve up` with the demo manifests (or `files`) on free ports (admin port too),
+    with `env` added to its environment and `args` to its command line; SIGTERM afterwards.
+    Unless `env` sets admin tokens, `up` generates one, read here from its token file."""
+    port, grpc_port, admin_port = free_port(), free_port(), free_port()
     log = log_dir / f"modelserve_up_{port}.log"
+    runtime_dir = log_dir / f"runtime-{port}"
+    runtime_dir.mkdir(mode=0o700)
     command = [str(Path(sys.executable).parent / "modelserve"), "up", *map(str, files or []),
                "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
-               "--models-dir", str(models_root)]
+               "--admin-port", str(admin_port), "--models-dir", str(models_root), *(args or [])]
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_RUNTIME_DIR": str(runtime_dir),
+               **(env or {})}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+                                   env=environ, preexec_fn=preexec_fn)
     try:
         wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log, timeout=120)
-        yield Platform(process, port, grpc_port, log)
+        tokens = environ.get("MODELSERVE_ADMIN_TOKENS", "")
+        token = tokens.split(",")[0] if tokens else read_admin_token(runtime_dir, admin_port)
+        yield Platform(process, port, grpc_port, log, admin_port, token, runtime_dir)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

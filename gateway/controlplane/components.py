@@ -40,7 +40,7 @@ MOUNT_PATH = "/mnt/models"  # where KServe's storage initializer puts the model
 # Flags a local run decides, in both `--flag=value` and `--flag value` forms.
 PORT_FLAGS = ("--http_port", "--grpc_port")
 # Flags the platform decides and a manifest may not set (where a component listens).
-PLATFORM_FLAGS = frozenset({"--bind_address", "--bind-address"})
+PLATFORM_FLAGS = frozenset({"--bind_address", "--bind-address", "--host"})
 # Every spelling of the model directory flag (`--model_repository`: the Triton launcher's).
 MODEL_DIR_FLAGS = ("--model_dir", "--storage_uri", "--model_repository")
 # Flags whose value the platform decides or checks: argparse would also take an abbreviation

@@ -105,6 +105,11 @@ class AdminGuard:
                 )
         authorization = headers.get(b"authorization")
         token = headers.get(_TOKEN)
+        if authorization is None and token is None and b"x-api-key" in headers:
+            raise PermissionDenied(
+                "an inference API key does not open the control plane (inference API keys do "
+                "not open it): send an admin token as 'Authorization: Bearer <token>'"
+            )
         self.tokens.check(
             authorization.decode("latin-1") if authorization is not None else None,
             token.decode("latin-1") if token is not None else None,

@@ -1,17 +1,31 @@
-// The modelserve dashboard. Plain JavaScript, no framework, nothing fetched but this gateway's
-// own API: /v1/services (the InferenceService documents, and the rollout PATCHes the CLI
-// sends), /v1/metrics and /v1/services/NAME/metrics (numbers computed by the gateway),
-// /v1/slo and /v1/services/NAME/example. Every number shown comes from those answers.
+// The modelserve dashboard. Plain JavaScript, no framework, nothing fetched but the control
+// plane's own API: /v1/services (the InferenceService documents, and the rollout PATCHes the
+// CLI sends), /v1/metrics and /v1/services/NAME/metrics (numbers computed by the gateway),
+// /v1/slo, /v1/services/NAME/example and /v1/services/NAME/try (a prediction, sent by the
+// control plane to the data plane). Every number shown comes from those answers.
+// The admin token comes from the URL's fragment (/ui#token=..., printed by `modelserve up`;
+// a fragment is never sent to a server), is kept in this tab (sessionStorage) and sent in the
+// Authorization header, never in a cookie: a foreign page cannot make the browser send it.
 "use strict";
 
 (function () {
-  const KEY_STORAGE = "modelserve.apiKey";
+  const KEY_STORAGE = "modelserve.adminToken";
   const POLL_MS = 2000;
   const CHART = { 60: [120, 2], 300: [300, 5], 900: [900, 15] }; // window -> [chart s, step s]
   const SVG_NS = "http://www.w3.org/2000/svg";
 
+  function tokenFromUrl() {
+    const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (!match) return null;
+    // Out of the address bar and the history at once.
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    const token = decodeURIComponent(match[1]);
+    sessionStorage.setItem(KEY_STORAGE, token);
+    return token;
+  }
+
   const state = {
-    key: sessionStorage.getItem(KEY_STORAGE) || "",
+    key: tokenFromUrl() || sessionStorage.getItem(KEY_STORAGE) || "",
     services: [],
     metrics: {},
     slo: null,
@@ -31,13 +45,13 @@
 
   async function api(path, options = {}) {
     const headers = Object.assign({ accept: "application/json" }, options.headers || {});
-    if (state.key) headers["x-api-key"] = state.key;
+    if (state.key) headers.authorization = `Bearer ${state.key}`;
     let response, text;
     try {
       response = await fetch(path, Object.assign({}, options, { headers }));
       text = await response.text();
     } catch (error) {
-      throw new Error(`cannot reach the gateway (${error.message || error})`);
+      throw new Error(`cannot reach the control plane (${error.message || error})`);
     }
     let body = null;
     try {
@@ -61,12 +75,13 @@
 
   function askForKey(status, message) {
     state.waitingForKey = true;
-    const why = status === 401 ? "The gateway asks for an API key" : "The gateway refused this API key";
+    const why = status === 401 ? "The control plane asks for its admin token" : "The control plane refused this token";
     $("auth-message").textContent =
       `${why}${message ? ` (${status}: ${message})` : ""}. ` +
-      "It is kept in this tab only (sessionStorage) and sent as x-api-key.";
+      "`modelserve up` prints the dashboard's URL with it and writes it to its token file. " +
+      "It is kept in this tab only (sessionStorage) and sent in the Authorization header.";
     $("auth").hidden = false;
-    setStatus("waiting for an API key", "warn");
+    setStatus("waiting for the admin token", "warn");
     $("api-key").focus();
   }
 
@@ -542,10 +557,10 @@
       const name = state.selected;
       if (!name) return;
       const protocol = $("try-protocol").value;
-      const path = protocol === "v1" ? `/v1/models/${encodeURIComponent(name)}:predict` : `/v2/models/${encodeURIComponent(name)}/infer`;
-      const target = state.example && state.example.protocol === protocol && state.example.path ? state.example.path : path;
+      // Sent by the control plane to the data plane (another origin, with its own keys).
+      const target = `/v1/services/${encodeURIComponent(name)}/try?protocol=${encodeURIComponent(protocol)}`;
       const headers = { "content-type": "application/json" };
-      if (state.key) headers["x-api-key"] = state.key;
+      if (state.key) headers.authorization = `Bearer ${state.key}`;
       const send = $("try-send");
       send.disabled = true;
       $("try-result").hidden = false;
