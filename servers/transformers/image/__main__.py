@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from servers.server import predictor_config, serve, server_parser
+from servers.server import grpc_options, predictor_config, serve, server_parser
 from servers.transformers.image.limits import (
     DEFAULT_DECODE_TIMEOUT_S,
     DEFAULT_MAX_BATCH_SIZE,
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_image_bytes=args.max_image_bytes,
                 max_image_pixels=args.max_image_pixels,
                 limits=limits,
+                grpc_options=grpc_options(args),
             )
         ],
         args,

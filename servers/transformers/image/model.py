@@ -56,6 +56,7 @@ from kserve.protocol.infer_type import (
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
+from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES, grpc_message_options
 from servers.protocol import v1
 from servers.protocol.tensors import DATATYPES
 from servers.protocol.v2 import decode_inputs, make_response
@@ -66,7 +67,12 @@ from servers.transformers.image.limits import (
     RequestLimits,
     run_cancellable,
 )
-from servers.transformers.upstream import from_grpc, from_http, predictor_errors
+from servers.transformers.upstream import (
+    from_grpc,
+    from_http,
+    predictor_errors,
+    predictor_grpc_client,
+)
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -192,6 +198,7 @@ class ImageTransformer(kserve.Model):
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         limits: RequestLimits | None = None,
+        grpc_options: Sequence[tuple[str, int]] = (),
     ) -> None:
         super().__init__(name)
         if top_k < 1 or max_image_bytes < 1 or max_image_pixels < 1:
@@ -202,6 +209,11 @@ class ImageTransformer(kserve.Model):
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
         self.limits = limits or RequestLimits()
+        # The component's gRPC message limits, for its client to the predictor too.
+        self.grpc_options = list(
+            grpc_options or grpc_message_options(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
+        )
+        self._predictor_grpc: Any = None
         self.target_names: list[str] = []
         self.image = ImageSpec(1, 1)
         self.scores_output: str | None = None
@@ -214,6 +226,14 @@ class ImageTransformer(kserve.Model):
     def predictor_config(self) -> PredictorConfig:
         """The predictor this transformer calls (kserve's clients read it from here)."""
         return self._predictor_config
+
+    @property
+    def _grpc_client(self) -> Any:
+        # Replaces kserve.Model's (no message limits); made on first use, in the server's
+        # event loop (its aio channel belongs to the loop it was made in).
+        if self._predictor_grpc is None:
+            self._predictor_grpc = predictor_grpc_client(self.predictor_config, self.grpc_options)
+        return self._predictor_grpc
 
     @property
     def protocol(self) -> str:
