@@ -13,6 +13,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.frontdoor import FrontDoorLimits
+from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES
 
 __all__ = ["AdminSettings", "DashboardSettings", "GatewaySettings"]
 
@@ -75,8 +76,9 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, description="deadline for a backend's answer")
     connect_timeout_s: float = Field(5.0, gt=0, description="deadline to connect to a backend")
     max_connections_per_backend: int = Field(256, gt=0, description="HTTP pool size per backend")
+    # One limit for the gateway and every component it starts (`up` passes it on to them).
     grpc_max_message_bytes: int = Field(
-        64 * 1024 * 1024, gt=0, description="gRPC message limit, both directions"
+        DEFAULT_GRPC_MAX_MESSAGE_BYTES, gt=0, description="gRPC message limit, both directions"
     )
     activator_timeout_s: float = Field(
         60.0, gt=0, description="how long a request waits for a revision scaling from zero"
