@@ -10,6 +10,8 @@ transformers' preprocess/predict/postprocess and KServe's metrics work as usual.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -123,6 +125,48 @@ async def _check_model(dataplane: DataPlane, name: str) -> None:
         raise ModelNotFound(f"model '{name}' not found on this server") from None
 
 
+def _stops_when_client_leaves(dataplane: DataPlane, name: str) -> bool:
+    """Whether the model asks for its work to stop when the client is gone (a model whose
+    requests can be expensive, e.g. the image transformer's decoding)."""
+    model = dataplane.model_registry.get_model(name)
+    return bool(getattr(model, "cancel_on_disconnect", False))
+
+
+async def _infer(
+    dataplane: DataPlane, request: Request, name: str, body: Any, headers: dict[str, str]
+) -> tuple[Any, dict[str, str]]:
+    """`dataplane.infer`, cancelled when the client disconnects if the model asks for it.
+
+    uvicorn never cancels a handler whose client went away; once the body is read, the next
+    ASGI message is `http.disconnect`, so a watcher waiting for it cancels the model's task
+    (an asyncio cancellation the model turns into stopping its work, see
+    `servers/transformers/image/limits.py`). Off by default: one more task per request.
+    """
+    if not _stops_when_client_leaves(dataplane, name):
+        return await dataplane.infer(name, body, headers)
+    work = asyncio.ensure_future(dataplane.infer(name, body, headers))
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        raise ClientGone()
+    return work.result()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready: nobody to answer."""
+
+
 def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
     """Add the inference routes, error handlers and body limit to KServe's app."""
 
@@ -132,7 +176,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         headers = dict(request.headers)
         _check_content_type(headers)
         infer_request = parse_rest_request(await request.body(), headers.get(HEADER_LENGTH), name)
-        response, response_headers = await dataplane.infer(name, infer_request, headers)
+        response, response_headers = await _infer(dataplane, request, name, infer_request, headers)
         body, extra = encode_rest_response(response, infer_request)
         extra.update({k: v for k, v in response_headers.items() if k.lower() != "content-length"})
         media = "application/octet-stream" if HEADER_LENGTH in extra else JSON
@@ -144,7 +188,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         headers = dict(request.headers)
         _check_content_type(headers)
         doc = parse_json_body(await request.body())
-        response, response_headers = await dataplane.infer(name, doc, headers)
+        response, response_headers = await _infer(dataplane, request, name, doc, headers)
         if isinstance(response, bytes | str):
             return Response(response, headers=response_headers)
         response_headers.pop("content-length", None)
@@ -161,6 +205,9 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     async def handle_validation(_: Request, exc: Exception) -> Response:
         return JSONResponse(error_body(f"invalid request: {exc}"), status_code=400)
 
+    async def handle_gone(_: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # written to a closed connection: never read
+
     for path in (
         "/v2/models/{model_name}/infer",
         "/v2/models/{model_name}/versions/{model_version}/infer",
@@ -170,4 +217,5 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     app.add_route("/metrics", metrics, methods=["GET"])
     app.add_exception_handler(ModelServeError, handle_error)
     app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(ClientGone, handle_gone)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

@@ -187,8 +187,25 @@ def test_grpc_deadline_stops_decoding_before_the_next_image(unbudgeted: ServerPr
     assert_still_answers(unbudgeted)
 
 
+def test_a_rest_client_that_leaves_stops_decoding(unbudgeted: ServerProcess) -> None:
+    # The client gives up after 0.3 s: the REST route sees `http.disconnect` and cancels the
+    # request's task, and the decoding thread stops before its next image.
+    fragment = "request abandoned: decoding stopped after "
+    before = unbudgeted.log.read_text(errors="replace").count(fragment)
+    with pytest.raises(httpx.TimeoutException):
+        body = {"instances": [{"b64": base64.b64encode(BOMB).decode()}] * 64}
+        httpx.post(f"{unbudgeted.http_url}/v1/models/{NAME}:predict", json=body, timeout=0.3)
+    deadline = time.monotonic() + 60
+    while unbudgeted.log.read_text(errors="replace").count(fragment) == before:
+        assert time.monotonic() < deadline, "decoding went on after the client left"
+        time.sleep(0.1)
+    line = [x for x in unbudgeted.log.read_text(errors="replace").splitlines() if fragment in x][-1]
+    assert int(line.split("stopped after ")[1].split(" of 64")[0]) < 64
+    assert_still_answers(unbudgeted)
+
+
 def test_rest_decode_timeout_stops_decoding_with_504(unbudgeted: ServerProcess) -> None:
-    # Over REST the server is not told when its client goes: the decode timeout (2 s here)
+    # A client that stays but whose request takes too long: the decode timeout (2 s here)
     # ends the request between two images.
     response = v1_predict(unbudgeted, [BOMB] * 64)
     assert response.status_code == 504, response.text

@@ -189,6 +189,10 @@ def _image_spec(doc: Any) -> ImageSpec:
 class ImageTransformer(kserve.Model):
     """Decodes images for a classifier predictor and names its top-k classes."""
 
+    # Decoding is the expensive part: stop it when a REST client leaves (`servers/rest.py`);
+    # grpc.aio cancels the handler by itself.
+    cancel_on_disconnect = True
+
     def __init__(
         self,
         name: str,
