@@ -7,7 +7,8 @@ per revision and, with tag routing, a `latest-` / `prev-` host per tagged revisi
 
 Updates replace whole immutable routes, so a reader never sees a half-written one, and wake
 the requests the activator holds (`changed()`). Within a revision a request goes to the ready
-replica with the fewest requests in flight (`ConcurrencyStats`, written by the data plane).
+replica with the fewest requests in flight (`ConcurrencyStats`, written by the data plane),
+among those the outlier tracker has not ejected (`OutlierTracker`, gateway/outliers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.concurrency import ConcurrencyStats
+from gateway.outliers import OutlierTracker
 
 __all__ = ["Backend", "Choice", "RoutingTable", "ServiceRoute", "Traffic"]
 
@@ -84,17 +86,18 @@ class ServiceRoute:
             seen.setdefault(b.revision, Traffic(b.revision, b.percent, latest=i == 0))
         return tuple(seen.values())
 
-    def status(self, stats: ConcurrencyStats | None = None) -> dict[str, Any]:
+    def status(
+        self, stats: ConcurrencyStats | None = None, outliers: OutlierTracker | None = None
+    ) -> dict[str, Any]:
         """The route as an InferenceService's `metadata` and `status`, the shape KServe's
         controller writes (so `modelserve status` prints local and cluster services alike);
-        with `stats`, each revision's requests in flight now (`status.modelserve`)."""
+        with `stats`, each revision's requests in flight now, and with `outliers` its ejected
+        replicas (`status.modelserve.revisions[].inFlight` / `.ejected`)."""
         if self.document is not None:
             doc = dict(self.document)
             local = doc.get("status", {}).get("modelserve")
-            if stats is not None and local is not None:
-                revisions = [
-                    {**r, "inFlight": stats.in_flight(r["name"])} for r in local["revisions"]
-                ]
+            if local is not None and (stats is not None or outliers is not None):
+                revisions = [self._live(r, stats, outliers) for r in local["revisions"]]
                 doc["status"] = {**doc["status"], "modelserve": {**local, "revisions": revisions}}
             return doc
         ready = self.ready
@@ -109,16 +112,35 @@ class ServiceRoute:
         condition: dict[str, str] = {"type": "Ready", "status": "True" if ready else "False"}
         if not ready:
             condition.update(reason="NotReady", message=self.message or "no ready revision")
+        status: dict[str, Any] = {
+            "url": f"http://{self.host}",
+            "components": {self.component: component},
+            "conditions": [condition],
+        }
+        if outliers is not None:
+            status["modelserve"] = {"revisions": [
+                self._live({"name": t.revision}, stats, outliers) for t in self.split()
+            ]}
         return {
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
             "metadata": {"name": self.name, "namespace": self.namespace},
-            "status": {
-                "url": f"http://{self.host}",
-                "components": {self.component: component},
-                "conditions": [condition],
-            },
+            "status": status,
         }
+
+    def _live(
+        self,
+        revision: Mapping[str, Any],
+        stats: ConcurrencyStats | None,
+        outliers: OutlierTracker | None,
+    ) -> dict[str, Any]:
+        """A revision's status entry with what the data plane knows now added."""
+        live = dict(revision)
+        if stats is not None:
+            live["inFlight"] = stats.in_flight(revision["name"])
+        if outliers is not None:
+            live["ejected"] = outliers.describe(self.name, revision["name"])
+        return live
 
     @property
     def host(self) -> str:
@@ -145,6 +167,7 @@ class RoutingTable:
 
     domain: str = "example.com"
     stats: ConcurrencyStats = field(default_factory=ConcurrencyStats)
+    outliers: OutlierTracker = field(default_factory=OutlierTracker)
     _routes: dict[str, ServiceRoute] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random)
     # Host name -> (route, tag), rebuilt on the first lookup after a change (reads are per
@@ -158,11 +181,13 @@ class RoutingTable:
         """Add or replace a service's route."""
         self._routes[route.name] = route
         self._by_host = None
+        self.outliers.prune(route.name, {b.http_url for b in route.backends})
         self._notify()
 
     def remove(self, name: str) -> None:
         self._routes.pop(name, None)
         self._by_host = None
+        self.outliers.prune(name, set())
         self._notify()
 
     def get(self, name: str) -> ServiceRoute | None:
@@ -188,12 +213,18 @@ class RoutingTable:
     def routes(self) -> Iterable[ServiceRoute]:
         return list(self._routes.values())
 
+    def status(self, route: ServiceRoute) -> dict[str, Any]:
+        """`route`'s status document with this table's live state: requests in flight and
+        ejected replicas per revision."""
+        return route.status(self.stats, self.outliers)
+
     def pick(
         self, route: ServiceRoute, tag: str | None = None, exclude: frozenset[str] = frozenset()
     ) -> Choice | None:
         """The revision (by traffic percent, or by `tag`) and its least-loaded ready replica
-        not in `exclude` (http URLs). None when no revision can take the request; a Choice
-        without a backend when the revision's replicas are not ready but it can be woken."""
+        in rotation and not in `exclude` (http URLs). None when no revision can take the
+        request; a Choice without a backend when the revision's replicas are not ready but it
+        can be woken."""
         split = route.split()
         ready: dict[str, list[Backend]] = {}
         for b in route.backends:
@@ -218,17 +249,20 @@ class RoutingTable:
         replicas = ready.get(chosen.revision)
         if not replicas:
             return Choice(chosen, None)
-        return Choice(chosen, self._least_loaded(replicas))
+        return Choice(chosen, self._least_loaded(self.outliers.in_rotation(route.name, replicas)))
 
     def pick_replica(
         self, route: ServiceRoute, revision: str, exclude: frozenset[str]
     ) -> Backend | None:
-        """Another ready replica of `revision` (not in `exclude`), the least loaded first."""
+        """Another ready replica of `revision` (not in `exclude`), the least loaded of those
+        in rotation first."""
         replicas = [
             b for b in route.backends
             if b.ready and b.revision == revision and b.http_url not in exclude
         ]
-        return self._least_loaded(replicas) if replicas else None
+        if not replicas:
+            return None
+        return self._least_loaded(self.outliers.in_rotation(route.name, replicas))
 
     def _least_loaded(self, replicas: list[Backend]) -> Backend:
         if len(replicas) == 1:

@@ -38,6 +38,7 @@ from gateway.dataplane.resolve import (
     UNKNOWN_SERVICE,
     Attempt,
     BackendConnectFailed,
+    NotAReplicaFailure,
     dispatch,
     find_route,
 )
@@ -305,7 +306,7 @@ class GrpcProxy:
                 await context.send_initial_metadata(((REVISION_KEY, backend.revision),))
                 announced = True
             if backend.grpc_target is None:
-                raise BackendUnavailable(f"revision '{backend.revision}' serves no gRPC")
+                raise _NoGrpc(f"revision '{backend.revision}' serves no gRPC")
             return await self._call(backend.grpc_target, path, request, context, dropped)
 
         try:
@@ -359,6 +360,7 @@ class GrpcProxy:
     ) -> bytes:
         timeout = self.settings.request_timeout_s
         remaining = context.time_remaining()
+        client_deadline = remaining is not None and remaining < timeout
         if remaining is not None:
             timeout = min(timeout, remaining)
         metadata = tuple(
@@ -372,7 +374,7 @@ class GrpcProxy:
             )
             return response
         except aio.AioRpcError as exc:
-            raise _upstream_error(exc, target, timeout) from exc
+            raise _upstream_error(exc, target, timeout, client_deadline) from exc
 
     def _stub(self, target: str, path: str) -> aio.UnaryUnaryMultiCallable[bytes, bytes]:
         stub = self._stubs.get((target, path))
@@ -386,10 +388,22 @@ class GrpcProxy:
         return stub
 
 
-def _upstream_error(exc: aio.AioRpcError, target: str, timeout: float) -> ModelServeError:
+class _NoGrpc(NotAReplicaFailure, BackendUnavailable):
+    """The chosen revision serves no gRPC: no fault of its replica's (never ejects it)."""
+
+
+class _ClientDeadline(NotAReplicaFailure, BackendTimeout):
+    """The client's own deadline, shorter than the gateway's, ran out: a client sending
+    tight deadlines must not get healthy replicas ejected."""
+
+
+def _upstream_error(
+    exc: aio.AioRpcError, target: str, timeout: float, client_deadline: bool = False
+) -> ModelServeError:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return BackendTimeout(f"backend {target} did not answer within {timeout:.3g} s")
+        timed_out = _ClientDeadline if client_deadline else BackendTimeout
+        return timed_out(f"backend {target} did not answer within {timeout:.3g} s")
     if code == grpc.StatusCode.UNAVAILABLE:
         details = exc.details() or ""
         # gRPC's words when no connection could be made: the call never reached the backend.

@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from gateway.outliers import OutlierTracker
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
@@ -55,6 +57,11 @@ _SCALE_GAUGES = (
 
 # What the scale gauges read: each service's status document (`ServiceRoute.status()`).
 Documents = Callable[[], Iterable[Mapping[str, Any]]]
+
+_EJECTIONS = "modelserve_gateway_outlier_ejections"
+_EJECTIONS_HELP = "Replicas taken out of rotation by outlier ejection, by service and revision."
+_EJECTED = "modelserve_gateway_outlier_ejected_replicas"
+_EJECTED_HELP = "Replicas out of rotation now (ejected, waiting for their probe)."
 
 
 class _InFlightGauge(Collector):
@@ -94,15 +101,41 @@ class _ScaleGauges(Collector):
             revisions = doc.get("status", {}).get("modelserve", {}).get("revisions", [])
             for revision in revisions:
                 for family, key in families:
-                    family.add_metric([service, str(revision["name"])], float(revision[key]))
+                    if key in revision:  # routes without a control-plane document lack them
+                        family.add_metric([service, str(revision["name"])], float(revision[key]))
         return [family for family, _ in families]
 
 
+class _OutlierMetrics(Collector):
+    """Outlier ejections so far and replicas ejected now, read from the tracker at scrape."""
+
+    def __init__(self, outliers: OutlierTracker) -> None:
+        self._outliers = outliers
+
+    def describe(self) -> Iterable[Metric]:
+        labels = ["service", "revision"]
+        return [CounterMetricFamily(_EJECTIONS, _EJECTIONS_HELP, labels=labels),
+                GaugeMetricFamily(_EJECTED, _EJECTED_HELP, labels=labels)]
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["service", "revision"]
+        ejections = CounterMetricFamily(_EJECTIONS, _EJECTIONS_HELP, labels=labels)
+        ejected = GaugeMetricFamily(_EJECTED, _EJECTED_HELP, labels=labels)
+        for (service, revision), total in sorted(self._outliers.totals().items()):
+            ejections.add_metric([service, revision], total)
+            ejected.add_metric([service, revision], len(self._outliers.ejected(service, revision)))
+        return [ejections, ejected]
+
+
 class GatewayMetrics:
-    """`modelserve_gateway_*` request metrics, and the in-flight counts the autoscaler reads."""
+    """`modelserve_gateway_*` request metrics, and the in-flight counts the autoscaler reads;
+    with `outliers` (the routing table's tracker), the outlier ejection metrics."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, documents: Documents | None = None
+        self,
+        registry: CollectorRegistry | None = None,
+        documents: Documents | None = None,
+        outliers: OutlierTracker | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -124,6 +157,8 @@ class GatewayMetrics:
         self.registry.register(_InFlightGauge(self._in_flight))
         if documents is not None:
             self.registry.register(_ScaleGauges(documents))
+        if outliers is not None:
+            self.registry.register(_OutlierMetrics(outliers))
         # The labelled children, looked up once: `labels()` validates and locks on every call.
         self._counters: dict[tuple[str, str, str, str], Counter] = {}
         self._histograms: dict[tuple[str, str, str], Histogram] = {}

@@ -9,7 +9,9 @@ same way:
   starting) holds the request in the activator's bounded queue until one is ready (Knative's
   activator). A send that fails before any byte of an answer came (`BackendConnectFailed`)
   is retried on another replica of the same revision; once bytes came, the failure is the
-  answer.
+  answer. Every send's outcome goes to the table's `OutlierTracker`: a replica that fails
+  (connect failure, timeout, 502/503/504) `outlier_consecutive_failures` times in a row
+  leaves rotation until a probe returns it (gateway/outliers.py), for REST and gRPC alike.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.outliers import GATEWAY_FAILURES, OutlierPolicy
 from gateway.routing import Backend, Choice, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.errors import BackendUnavailable, ModelNotFound, NotReady
+from servers.errors import BackendUnavailable, ModelNotFound, ModelServeError, NotReady
 
 __all__ = [
     "NO_REVISION",
     "UNKNOWN_SERVICE",
     "Attempt",
     "BackendConnectFailed",
+    "NotAReplicaFailure",
     "dispatch",
     "find_route",
 ]
@@ -43,6 +47,12 @@ T = TypeVar("T")
 class BackendConnectFailed(BackendUnavailable):
     """No byte of an answer came: the connection was refused, not accepted in time, or lost
     before the backend answered. What a `send` raises to have `dispatch` try another replica."""
+
+
+class NotAReplicaFailure(Exception):
+    """Mixed into an error a `send` raises that says nothing of the replica's health (the
+    client's own deadline ran out first, the revision serves no gRPC): outlier ejection
+    neither counts it nor resets the count on it."""
 
 
 def find_route(
@@ -138,7 +148,8 @@ async def dispatch(
     `prepare` runs once the revision is chosen, before any wait (REST reads the body there,
     so its errors name the revision and a held request holds all its bytes). Raises the
     shared error types (`NotReady` 503 when nothing can take it) or what `send` raised on
-    the last replica tried.
+    the last replica tried. An answer's `status` attribute (REST's `UpstreamResponse`), or
+    the status of the error `send` raised, is what the outlier tracker counts.
     """
     choice = table.pick(route, tag)
     if choice is None:
@@ -156,8 +167,9 @@ async def dispatch(
         sent_to = backend
         stats.started(sent_to.revision, sent_to.http_url)
         try:
-            return await send(sent_to)
+            answer = await send(sent_to)
         except BackendConnectFailed:
+            _outcome(table, route, sent_to, BackendConnectFailed.http_status, settings)
             tried.add(sent_to.http_url)
             current = table.get(route.name) or route
             retry = table.pick_replica(current, sent_to.revision, frozenset(tried))
@@ -165,5 +177,29 @@ async def dispatch(
                 raise
             backend = retry
             attempt.retries += 1
+        except NotAReplicaFailure:
+            raise
+        except ModelServeError as exc:
+            _outcome(table, route, sent_to, exc.http_status, settings)
+            raise
+        else:
+            # REST answers carry the backend's status; a gRPC answer is a success (its
+            # failures come as errors).
+            _outcome(table, route, sent_to, getattr(answer, "status", 200), settings)
+            return answer
         finally:
             stats.finished(sent_to.revision, sent_to.http_url)
+
+
+def _outcome(
+    table: RoutingTable, route: ServiceRoute, backend: Backend, status: int,
+    settings: GatewaySettings,
+) -> None:
+    """Tell the outlier tracker how `backend` answered (`status`, or the error's status)."""
+    if settings.outlier_consecutive_failures == 0:
+        return
+    if status in GATEWAY_FAILURES:
+        current = table.get(route.name) or route
+        table.outliers.failed(current, backend, OutlierPolicy.from_settings(settings))
+    else:
+        table.outliers.succeeded(route.name, backend.http_url)

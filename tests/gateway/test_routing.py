@@ -1,4 +1,5 @@
-"""The routing table: traffic splits, tag hosts, least-in-flight replicas, the change signal.
+"""The routing table: traffic splits, tag hosts, least-in-flight replicas, ejected replicas, the
+change signal.
 
 Pure data-structure tests: no sockets, no processes. Weighted choices use a seeded rng, so
 every count below is exact for a given seed, and the bounds still hold for any seed.
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.outliers import OutlierPolicy
 from gateway.routing import Backend, Choice, RoutingTable, ServiceRoute, Traffic
 
 A, B = "svc-predictor-00001", "svc-predictor-00002"
@@ -291,6 +293,63 @@ def test_load_is_per_replica_not_per_revision() -> None:
     assert {table.pick(route).backend for _ in range(20)} == {b2}  # type: ignore[union-attr]
 
 
+# Back-offs long enough that no probe runs during a test.
+NO_PROBE = OutlierPolicy(3, base_ejection_s=600, max_ejection_s=600, probe_timeout_s=1)
+
+
+def eject(table: RoutingTable, route: ServiceRoute, replica: Backend) -> None:
+    """Three failures in a row: out of rotation (the probe's timer needs a running loop)."""
+    for _ in range(NO_PROBE.consecutive_failures):
+        table.outliers.failed(route, replica, NO_PROBE)
+
+
+def test_ejected_replicas_are_skipped_even_when_least_loaded() -> None:
+    async def scenario() -> None:
+        r1, r2, r3 = backend(A, 1000), backend(A, 1010), backend(A, 1020)
+        route = ServiceRoute("svc", backends=(r1, r2, r3))
+        table = seeded(route)
+        eject(table, route, r1)
+        table.stats.started(A, r2.http_url)
+        table.stats.started(A, r3.http_url)  # r1 is the idlest, and out of rotation
+        assert {table.pick(route).backend for _ in range(50)} <= {r2, r3}  # type: ignore[union-attr]
+        assert table.pick_replica(route, A, frozenset({r2.http_url})) == r3
+        # A retry with every replica in rotation tried may still use the ejected one.
+        assert table.pick_replica(route, A, frozenset({r2.http_url, r3.http_url})) == r1
+        await table.outliers.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_revision_whose_ready_replicas_are_all_ejected_uses_them_all() -> None:
+    async def scenario() -> None:
+        r1, r2 = backend(A, 1000), backend(A, 1010)
+        route = ServiceRoute("svc", backends=(r1, r2))
+        table = seeded(route)
+        eject(table, route, r1)
+        # The other replica stops being ready: the ejected one is all the revision has.
+        starting = ServiceRoute("svc", backends=(r1, backend(A, 1010, ready=False)))
+        table.update(starting)
+        assert table.outliers.ejected("svc")  # still ejected, still routed to (panic)
+        assert {table.pick(starting).backend for _ in range(20)} == {r1}  # type: ignore[union-attr]
+        await table.outliers.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_ejection_is_per_service() -> None:
+    async def scenario() -> None:
+        shared, other = backend(A, 1000), backend(A, 1010)
+        one = ServiceRoute("one", backends=(shared, other))
+        two = ServiceRoute("two", backends=(shared, other))
+        table = seeded(one, two)
+        eject(table, one, shared)
+        assert {table.pick(one).backend for _ in range(20)} == {other}  # type: ignore[union-attr]
+        assert {table.pick(two).backend for _ in range(50)} == {shared, other}  # type: ignore[union-attr]
+        await table.outliers.aclose()
+
+    asyncio.run(scenario())
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -330,6 +389,24 @@ def test_status_with_a_document_overlays_in_flight_per_revision() -> None:
     assert status["status"]["url"] == "http://svc.default.example.com"
     assert document["status"]["modelserve"]["revisions"][0]["inFlight"] == 0  # not mutated
     assert route.status() == document
+
+
+def test_table_status_lists_each_revisions_ejected_replicas() -> None:
+    async def scenario() -> None:
+        r1, r2, b1 = backend(A, 1000), backend(A, 1010), backend(B, 2000)
+        route = ServiceRoute("svc", backends=(b1, r1, r2),
+                             traffic=(Traffic(B, 50, latest=True), Traffic(A, 50)))
+        table = seeded(route)
+        eject(table, route, r2)
+        revisions = {r["name"]: r for r in table.status(route)["status"]["modelserve"]["revisions"]}
+        assert revisions[B]["ejected"] == []
+        [ejected] = revisions[A]["ejected"]
+        assert ejected["url"] == r2.http_url and ejected["grpcTarget"] == r2.grpc_target
+        assert ejected["ejections"] == 1
+        assert "modelserve" not in route.status()["status"]  # without the table's live state
+        await table.outliers.aclose()
+
+    asyncio.run(scenario())
 
 
 # --- the change signal ----------------------------------------------------------------------
