@@ -489,7 +489,7 @@ class LocalPlatform:
         self._refresh(service)
         route = self.table.get(isvc.name)
         assert route is not None
-        return route.status(self.table.stats), created
+        return self.table.status(route), created
 
     # --- status ----------------------------------------------------------------------------
 

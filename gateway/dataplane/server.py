@@ -10,17 +10,21 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from gateway.dataplane.admission import Admission
-from gateway.dataplane.app import Rollouts, create_app
+from gateway.dataplane.answers import REVISION_HEADER
+from gateway.dataplane.app import create_app
 from gateway.dataplane.grpc_proxy import GrpcProxy
 from gateway.dataplane.metrics import GatewayMetrics
+from gateway.dataplane.resolve import NO_REVISION
+from gateway.frontdoor import FrontDoor, raise_nofile_limit
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 
-__all__ = ["GatewayServer", "bind_socket"]
+__all__ = ["GatewayServer", "bind_socket", "front_door_config"]
 
 
 class _Uvicorn(uvicorn.Server):
@@ -51,8 +55,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def front_door_config(settings: GatewaySettings) -> dict[str, Any]:
+    """The `uvicorn.Config` keywords of the REST listener's front door (`gateway.frontdoor`),
+    after raising the process's open-files limit to fit it; none when `settings.front_door`
+    is off (uvicorn's own protocol, for comparison)."""
+    nofile = raise_nofile_limit()
+    if not settings.front_door:
+        return {}
+    door = FrontDoor(settings.front_door_limits(), nofile, headers=[(REVISION_HEADER, NO_REVISION)])
+    return door.uvicorn_config_kwargs()
+
+
 def _documents(table: RoutingTable) -> list[dict[str, object]]:
-    return [route.status(table.stats) for route in table.routes()]
+    return [table.status(route) for route in table.routes()]
 
 
 class GatewayServer:
@@ -72,15 +87,15 @@ class GatewayServer:
         grpc_port: int | None = 8081,
         metrics: GatewayMetrics | None = None,
         admission: Admission | None = None,
-        rollouts: Rollouts | None = None,
     ) -> None:
         self.table = table
-        self.rollouts = rollouts
         self.settings = settings
         self.host = host
         self.http_port = http_port
         self.grpc_port = grpc_port
-        self.metrics = metrics or GatewayMetrics(documents=lambda: _documents(table))
+        self.metrics = metrics or GatewayMetrics(
+            documents=lambda: _documents(table), outliers=table.outliers
+        )
         self.admission = admission or Admission.from_settings(settings)
         self._uvicorn: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
@@ -92,12 +107,13 @@ class GatewayServer:
         if sock is None:
             sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
-        app = create_app(self.table, self.settings, self.metrics, self.admission, self.rollouts)
+        app = create_app(self.table, self.settings, self.metrics, self.admission)
         # proxy_headers off: uvicorn would otherwise take the client address from
         # X-Forwarded-For for local peers (a header any client can write, and the rate
         # limit's client without auth), building a dict of every request's headers to do so.
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+            app, log_level="warning", access_log=False, lifespan="on", proxy_headers=False,
+            **front_door_config(self.settings),
         )
         self._uvicorn = _Uvicorn(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
@@ -120,3 +136,4 @@ class GatewayServer:
             self._uvicorn.should_exit = True
             await self._task
             self._uvicorn = self._task = None
+        await self.table.outliers.aclose()  # no probe outlives the servers

@@ -253,6 +253,15 @@ def test_modelserve_up_ejects_a_stalled_replica(models: Path, tmp_path: Path) ->
                     before = await predictions(client, healthy)
                     assert [await predict(client, platform.url) for _ in range(20)] == [200] * 20
                     assert await predictions(client, healthy) == before + 20
+                    # Shown in the control plane's status and the data plane's metrics.
+                    doc = (await client.get(f"{platform.admin_url}/v1/services/{NAME}",
+                                            headers=platform.admin_headers)).json()
+                    ejected = [e for r in doc["status"]["modelserve"]["revisions"]
+                               for e in r.get("ejected", [])]
+                    assert [e["url"] for e in ejected] == [urls[victim]]
+                    text = (await client.get(f"{platform.url}/metrics")).text
+                    labels = f'revision="{NAME}-predictor-00001",service="{NAME}"'
+                    assert f"modelserve_gateway_outlier_ejected_replicas{{{labels}}} 1.0" in text
                 await back_in_rotation(client, platform.url, healthy)
 
         asyncio.run(scenario())

@@ -116,14 +116,14 @@ class _RolloutRoutes:
 
     async def list_services(self, request: Request) -> Response:
         routes = sorted(self.table.routes(), key=lambda r: r.name)
-        return json_response({"services": [r.status(self.table.stats) for r in routes]})
+        return json_response({"services": [self.table.status(r) for r in routes]})
 
     async def get_service(self, request: Request) -> Response:
         name = request.path_params["name"]
         route = self.table.get(name)
         if route is None:
             return error_response(ModelNotFound(f"no InferenceService named '{name}'"))
-        return json_response(route.status(self.table.stats))
+        return json_response(self.table.status(route))
 
     async def apply_service(self, request: Request) -> Response:
         rollouts = self._need_rollouts()
