@@ -114,7 +114,7 @@ def test_container_runs_the_gateway_image_command(service: dict[str, Any]) -> No
     args = _parser().parse_args([*container["command"][1:], *container["args"]])
     assert args.command == "up"
     assert (args.host, args.port) == ("0.0.0.0", container["ports"][0]["containerPort"])
-    assert str(args.models_dir) == "/mnt/models"
+    assert args.models_dir == [Path("/mnt/models")]  # the only models root
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/mnt/models"]["readOnly"] is True
     # The manifests it serves are the repository's, as the image holds them.

@@ -1,5 +1,6 @@
 """The dashboard in a real browser: Debian's chromium, driven headless by Playwright, against
-`modelserve up` serving the two sklearn demo services.
+`modelserve up` serving the two sklearn demo services. The page is the control plane's (its
+admin port), opened as `modelserve up` prints it: `/ui#token=<admin token>`.
 
 Skipped, saying why, when the `playwright` package or /usr/bin/chromium is missing (`make
 install` installs chromium when it runs as root or with sudo; Playwright's own browser download
@@ -20,10 +21,12 @@ import httpx
 import pytest
 import yaml
 
+from gateway.controlplane.api.server import AdminServer
 from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import LoopThread
+from tests.gateway.test_services import running_admin
 from tests.support import ROOT, Platform, free_port, run_platform
 
 if TYPE_CHECKING:
@@ -59,7 +62,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ROW = [[5.0, 3.4, 1.5, 0.2]]
-KEY = "dashboard-browser-key-42"
+KEY = "dashboard-browser-key-42"  # an inference API key (the data plane's)
+TOKEN = "dashboard-browser-admin-token-7"  # the control plane's admin token
 
 
 @pytest.fixture(scope="module")
@@ -85,22 +89,26 @@ def page(browser: Browser, sklearn_platform: Platform) -> Iterator[Page]:
     opened.set_default_timeout(20_000)
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.goto(f"{sklearn_platform.url}/ui")
+    opened.goto(f"{sklearn_platform.admin_url}/ui#token={sklearn_platform.token}")
     yield opened
     context.close()
     assert not errors, f"script errors on the page: {errors}"
 
 
 @pytest.fixture
-def secured_gateway() -> Iterator[tuple[GatewayServer, LoopThread]]:
-    """A gateway of its own with API keys on and no services yet (no platform behind it)."""
+def secured_gateway() -> Iterator[tuple[GatewayServer, AdminServer, LoopThread]]:
+    """A gateway of its own with API keys on and no services yet (no platform behind it), and
+    the control plane's door over its table, with the admin token TOKEN."""
     loop = LoopThread()
     server = GatewayServer(
         RoutingTable(), GatewaySettings(api_keys=KEY), http_port=0, grpc_port=None
     )
     loop.run(server.start())
     try:
-        yield server, loop
+        with running_admin(loop, server.table, server.metrics, TOKEN,
+                           inference_url=f"http://127.0.0.1:{server.http_port}",
+                           inference_key=KEY) as admin:
+            yield server, admin, loop
     finally:
         loop.run(server.stop(grace=1))
         loop.close()
@@ -132,6 +140,8 @@ def test_the_page_lists_the_services(page: Page) -> None:
     expect(page.locator("#detail")).to_have_attribute("data-service", "iris-classifier")
     expect(page.locator('#slo-body tr[data-slo="p95"]')).to_contain_text("<= 80 ms")
     expect(page.locator("#gateway-status")).to_contain_text("live")
+    # The token left the address bar (and the history) once the page kept it.
+    assert "token=" not in page.url
 
 
 def test_every_control_is_labelled_and_works_from_the_keyboard(page: Page) -> None:
@@ -186,26 +196,30 @@ def test_try_it_returns_a_prediction(page: Page) -> None:
     screenshot(page)
 
 
-def test_the_page_asks_for_the_api_key_and_says_why_a_service_is_not_ready(
-    browser: Browser, secured_gateway: tuple[GatewayServer, LoopThread]
+def test_the_page_asks_for_the_admin_token_and_says_why_a_service_is_not_ready(
+    browser: Browser, secured_gateway: tuple[GatewayServer, AdminServer, LoopThread]
 ) -> None:
-    server, loop = secured_gateway
+    server, admin, loop = secured_gateway
     context = browser.new_context(viewport={"width": 1366, "height": 768})
     page = context.new_page()
     page.set_default_timeout(20_000)
     try:
-        page.goto(f"http://127.0.0.1:{server.http_port}/ui")
+        page.goto(f"{admin.url}/ui")
         expect(page.locator("#auth")).to_be_visible()
         expect(page.locator("#auth-message")).to_contain_text("401")
-        expect(page.get_by_role("textbox", name="API key")).to_be_focused()
-        page.keyboard.type("not-the-key")
+        expect(page.get_by_role("textbox", name="Admin token")).to_be_focused()
+        page.keyboard.type("not-the-token")
         page.keyboard.press("Enter")
         expect(page.locator("#auth-message")).to_contain_text("403")
-        page.get_by_role("textbox", name="API key").fill(KEY)
-        page.get_by_role("button", name="Use this key").click()
+        # The data plane's inference key does not open the control plane either.
+        page.get_by_role("textbox", name="Admin token").fill(KEY)
+        page.keyboard.press("Enter")
+        expect(page.locator("#auth-message")).to_contain_text("403")
+        page.get_by_role("textbox", name="Admin token").fill(TOKEN)
+        page.get_by_role("button", name="Use this token").click()
         expect(page.locator("#auth")).to_be_hidden()
         expect(page.locator("#services-empty")).to_be_visible()
-        assert page.evaluate("sessionStorage.getItem('modelserve.apiKey')") == KEY
+        assert page.evaluate("sessionStorage.getItem('modelserve.adminToken')") == TOKEN
 
         dead = f"http://127.0.0.1:{free_port()}"
         broken = ServiceRoute(
@@ -225,11 +239,12 @@ def test_the_page_asks_for_the_api_key_and_says_why_a_service_is_not_ready(
         context.close()
 
 
-def _wait_for_canary(url: str, timeout: float = 90) -> dict[str, Any]:
+def _wait_for_canary(platform: Platform, timeout: float = 90) -> dict[str, Any]:
     """The sklearn-iris document once its new revision is ready and takes traffic."""
     deadline = time.monotonic() + timeout
     while True:
-        doc: dict[str, Any] = httpx.get(f"{url}/v1/services/sklearn-iris", timeout=10).json()
+        doc: dict[str, Any] = httpx.get(f"{platform.admin_url}/v1/services/sklearn-iris",
+                                        headers=platform.admin_headers, timeout=10).json()
         predictor = doc["status"]["components"]["predictor"]
         traffic = predictor.get("traffic", [])
         latest = predictor.get("latestCreatedRevision")
@@ -251,11 +266,10 @@ def test_a_canary_moved_to_30_percent_shows_the_split_and_traffic_follows(
         "--max_batch_size=16" if arg.startswith("--max_batch_size") else arg
         for arg in container["args"]
     ]
-    applied = httpx.post(f"{url}/v1/services", json=manifest, timeout=60)
-    if applied.status_code in (404, 405):
-        pytest.skip(f"POST /v1/services (local revisions) is not served: {applied.status_code}")
+    with sklearn_platform.admin() as admin:
+        applied = admin.post("/v1/services", json=manifest)
     assert applied.status_code in (200, 201), applied.text
-    traffic = _wait_for_canary(url)["status"]["components"]["predictor"]["traffic"]
+    traffic = _wait_for_canary(sklearn_platform)["status"]["components"]["predictor"]["traffic"]
     latest = next(t["revisionName"] for t in traffic if t["latestRevision"])
     previous = next(t["revisionName"] for t in traffic if not t["latestRevision"])
 
@@ -305,7 +319,7 @@ def test_the_page_lists_every_demo_service(browser: Browser, platform: Platform)
     page = context.new_page()
     page.set_default_timeout(20_000)
     try:
-        page.goto(f"{platform.url}/ui")
+        page.goto(f"{platform.admin_url}/ui#token={platform.token}")
         for name in ("sklearn-iris", "iris-classifier", "tf-digits", "triton-digits",
                      "digits-classifier"):
             expect(row(page, name).locator('[data-col="ready"] .badge')).to_have_text("Ready")

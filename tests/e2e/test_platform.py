@@ -215,7 +215,8 @@ def test_iris_classifier_over_grpc_through_the_gateway(platform: Platform) -> No
 def test_services_report_each_service_like_an_inference_service_status(
     platform: Platform,
 ) -> None:
-    doc = httpx.get(f"{platform.url}/v1/services").json()
+    with platform.admin() as admin:
+        doc = admin.get("/v1/services").json()
     by_name = {s["metadata"]["name"]: s["status"] for s in doc["services"]}
     assert {"sklearn-iris", "iris-classifier", "tf-digits", "triton-digits",
             "digits-classifier"} <= set(by_name)
@@ -231,3 +232,6 @@ def test_services_report_each_service_like_an_inference_service_status(
     )
     assert list(by_name["iris-classifier"]["components"]) == ["transformer"]
     assert all(s["conditions"][0]["status"] == "True" for s in by_name.values())
+    # Only the control plane serves them, and only with its token.
+    assert httpx.get(f"{platform.url}/v1/services").status_code == 404
+    assert httpx.get(f"{platform.admin_url}/v1/services").status_code == 401

@@ -87,7 +87,8 @@ def rollout_platform(
 
 
 def status(platform: Platform, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{platform.url}/v1/services/{name}", timeout=10)
+    response = httpx.get(f"{platform.admin_url}/v1/services/{name}",
+                         headers=platform.admin_headers, timeout=10)
     assert response.status_code == 200, response.text
     doc: dict[str, Any] = response.json()
     return doc
@@ -112,8 +113,9 @@ def wait_for(condition: Callable[[], bool], limit: float, what: str) -> float:
 
 
 def patch(platform: Platform, name: str, body: Any, content_type: str) -> dict[str, Any]:
-    response = httpx.patch(f"{platform.url}/v1/services/{name}", content=json.dumps(body),
-                           headers={"content-type": content_type}, timeout=10)
+    response = httpx.patch(f"{platform.admin_url}/v1/services/{name}", content=json.dumps(body),
+                           headers={**platform.admin_headers, "content-type": content_type},
+                           timeout=10)
     assert response.status_code == 200, response.text
     doc: dict[str, Any] = response.json()
     return doc
@@ -175,8 +177,12 @@ def test_canary_split_rollback_and_promote_without_a_failed_request(
     v2_doc = copy.deepcopy(manifests[name])
     v2_doc["spec"]["predictor"]["containers"][0]["args"].append("--max_batch_size=16")
     v2_doc["spec"]["predictor"]["canaryTrafficPercent"] = 20
-    with Background(url, name) as load, httpx.Client(base_url=url, timeout=30) as client:
-        applied = client.post("/v1/services", json=v2_doc)
+    with (
+        Background(url, name) as load,
+        httpx.Client(base_url=url, timeout=30) as client,
+        rollout_platform.admin() as admin,
+    ):
+        applied = admin.post("/v1/services", json=v2_doc)
         assert applied.status_code == 200, applied.text
         v2 = applied.json()["status"]["components"]["predictor"]["latestCreatedRevision"]
         assert v2 != v1 and v2.endswith("-00002")
@@ -222,27 +228,36 @@ def test_canary_split_rollback_and_promote_without_a_failed_request(
 def test_promote_without_a_canary_is_422_and_bad_patches_say_why(
     rollout_platform: Platform,
 ) -> None:
-    url = f"{rollout_platform.url}/v1/services"
-    missing = httpx.patch(f"{url}/pair-iris", headers={"content-type": JSON_PATCH},
-                          content=b'[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]')
+    url = f"{rollout_platform.admin_url}/v1/services"
+    token = rollout_platform.admin_headers
+
+    def send(method: str, path: str, content: bytes, content_type: str) -> httpx.Response:
+        headers = {**token, "content-type": content_type}
+        return httpx.request(method, url + path, content=content, headers=headers, timeout=10)
+
+    remove = b'[{"op":"remove","path":"/spec/predictor/canaryTrafficPercent"}]'
+    missing = send("PATCH", "/pair-iris", remove, JSON_PATCH)
     assert missing.status_code == 422
     assert "canaryTrafficPercent" in missing.json()["error"]
-    strategic = httpx.patch(f"{url}/pair-iris", content=b"{}",
-                            headers={"content-type": "application/strategic-merge-patch+json"})
+    strategic = send("PATCH", "/pair-iris", b"{}", "application/strategic-merge-patch+json")
     assert strategic.status_code == 415
-    assert httpx.patch(f"{url}/nope", content=b"{}",
-                       headers={"content-type": MERGE}).status_code == 404
-    over = httpx.patch(f"{url}/pair-iris", headers={"content-type": MERGE},
-                       content=b'{"spec":{"predictor":{"canaryTrafficPercent":101}}}')
+    assert send("PATCH", "/nope", b"{}", MERGE).status_code == 404
+    over = send("PATCH", "/pair-iris", b'{"spec":{"predictor":{"canaryTrafficPercent":101}}}',
+                MERGE)
     assert over.status_code == 422
     assert "canaryTrafficPercent" in over.json()["error"]
-    broken = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    broken = send("POST", "", b"{not json", "application/json")
     assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
-    bad_field = httpx.post(url, json={"apiVersion": "serving.kserve.io/v1beta1",
-                                      "kind": "InferenceService", "metadata": {"name": "x"},
-                                      "spec": {"predictor": {"minReplicas": "two"}}})
+    bad_field = send("POST", "", json.dumps({
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "x"}, "spec": {"predictor": {"minReplicas": "two"}},
+    }).encode(), "application/json")
     assert bad_field.status_code == 422
     assert "spec.predictor.minReplicas" in bad_field.json()["error"]
+    # The data plane takes no rollout at all.
+    on_data_plane = httpx.patch(f"{rollout_platform.url}/v1/services/pair-iris", content=remove,
+                                headers={"content-type": JSON_PATCH}, timeout=10)
+    assert on_data_plane.status_code == 404
     # Nothing of the above changed the service.
     assert len(revisions(status(rollout_platform, "pair-iris"))) == 1
 

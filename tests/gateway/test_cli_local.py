@@ -1,6 +1,7 @@
-"""`modelserve apply/canary/promote/rollback/status` against a real gateway (`GatewayServer`
-with `rollouts=` a LocalPlatform over tiny fake components), as a user runs them: the CLI's
-`main` in the test thread, the gateway and the platform in a background event loop."""
+"""`modelserve apply/canary/promote/rollback/status/delete` against a real control plane (the
+admin app, `create_admin_app` with `rollouts=` a LocalPlatform over tiny fake components, on its
+own port) in front of a real data plane (`GatewayServer`), as a user runs them: the CLI's `main`
+in the test thread, both servers and the platform in a background event loop."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import httpx
 import pytest
 
 from gateway.cli import main
+from gateway.controlplane.api.server import AdminServer
+from gateway.controlplane.api.tokens import write_token_file
 from gateway.controlplane.manifests import InferenceService
 from gateway.controlplane.platform import LocalPlatform
 from gateway.dataplane.server import GatewayServer
@@ -23,8 +26,11 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import LoopThread
 from tests.gateway.test_platform_revisions import NAME, OPTIONS, manifest, rev
+from tests.gateway.test_services import running_admin
+from tests.gateway.test_supervisor import custom
 
-KEY = "k-123"
+KEY = "k-123"  # an inference API key (the data plane's)
+TOKEN = "admin-t0ken"  # the control plane's admin token
 
 
 @dataclass
@@ -33,11 +39,21 @@ class Stack:
     table: RoutingTable
     platform: LocalPlatform
     server: GatewayServer
+    admin: AdminServer
     tmp: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin.port}"
+
+    @property
+    def cli(self) -> list[str]:
+        """The rollout commands' flags for this control plane, with the admin token."""
+        return ["--admin-url", self.admin_url, "--token", TOKEN]
 
     def file(self, doc: dict[str, Any], name: str = "isvc.yaml") -> str:
         path = self.tmp / name
@@ -71,8 +87,9 @@ def stack_for(loop_thread: LoopThread, tmp: Path, settings: GatewaySettings) -> 
     table = RoutingTable()
     services = [InferenceService.model_validate(manifest())]
     platform = LocalPlatform([], tmp, table, output=(tmp / "platform.log").open("w"),
-                             services=services, **OPTIONS)
-    server = GatewayServer(table, settings, http_port=0, grpc_port=None, rollouts=platform)
+                             services=services, policy=custom(tmp), **OPTIONS)
+    server = GatewayServer(table, settings, http_port=0, grpc_port=None)
+    keys = settings.api_key_values()
 
     async def start() -> None:
         await platform.start()
@@ -80,7 +97,12 @@ def stack_for(loop_thread: LoopThread, tmp: Path, settings: GatewaySettings) -> 
 
     loop_thread.run(start())
     try:
-        yield Stack(loop_thread, table, platform, server, tmp)
+        with running_admin(
+            loop_thread, table, server.metrics, TOKEN, rollouts=platform,
+            inference_url=f"http://127.0.0.1:{server.http_port}",
+            inference_key=keys[0] if keys else None,
+        ) as admin:
+            yield Stack(loop_thread, table, platform, server, admin, tmp)
     finally:
         async def stop() -> None:
             await server.stop(grace=1)
@@ -100,7 +122,7 @@ def secured(loop_thread: LoopThread, tmp_path: Path) -> Iterator[Stack]:
 
 
 def test_apply_canary_rollback_promote(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    url = ["--url", stack.url]
+    url = stack.cli
     assert stack.revisions_served(5) == Counter({rev(1): 5})
 
     # apply: a changed spec, a new revision, all traffic once it is ready.
@@ -157,6 +179,11 @@ def test_apply_canary_rollback_promote(stack: Stack, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.startswith("modelserve: error: 422: ")
     assert "is a canary in progress?" in err
+    # Nor to roll back: the canary was promoted.
+    assert main(["rollback", NAME, *url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"modelserve: error: nothing to roll back: {NAME} has no canary")
+    assert stack.traffic() == {rev(3): 100}
 
     assert main(["status", NAME, *url]) == 0
     status = capsys.readouterr().out
@@ -170,7 +197,7 @@ def test_apply_creates_and_reports_every_document(
 ) -> None:
     path = stack.tmp / "two.yaml"
     path.write_text(json.dumps(manifest("1")) + "\n---\n" + json.dumps(manifest("x", name="new")))
-    assert main(["apply", str(path), "--url", stack.url]) == 0
+    assert main(["apply", str(path), *stack.cli]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"inferenceservice.serving.kserve.io/{NAME} configured",
         "inferenceservice.serving.kserve.io/new created",
@@ -182,7 +209,7 @@ def test_apply_creates_and_reports_every_document(
 def test_errors_exit_1_with_the_platforms_message(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = ["--url", stack.url]
+    url = stack.cli
     assert main(["canary", "nope", "--percent", "10", *url]) == 1
     assert "modelserve: error: 404: " in capsys.readouterr().err
 
@@ -196,28 +223,58 @@ def test_errors_exit_1_with_the_platforms_message(
     assert caught.value.code == 2
     assert "must be an integer from 0 to 100" in capsys.readouterr().err
 
-    down = ["--url", "http://127.0.0.1:9"]  # nothing listens there
+    down = ["--admin-url", "http://127.0.0.1:9", "--token", TOKEN]  # nothing listens there
     assert main(["rollback", NAME, *down]) == 1
     assert "cannot reach the platform" in capsys.readouterr().err
     assert stack.traffic() == {rev(1): 100}
 
 
-def test_with_auth_on_a_missing_key_is_401(
+def test_delete_removes_the_service_and_stops_its_revisions(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [supervisor] = stack.platform.supervisors()
+    assert main(["delete", NAME, *stack.cli]) == 0
+    assert capsys.readouterr().out == f'inferenceservice.serving.kserve.io "{NAME}" deleted\n'
+    assert stack.table.get(NAME) is None
+    assert supervisor.pid is None
+    with httpx.Client(base_url=stack.url) as client:
+        assert client.post(f"/v1/models/{NAME}:predict", json={}).status_code == 404
+    assert main(["delete", NAME, *stack.cli]) == 1
+    assert "modelserve: error: 404: " in capsys.readouterr().err
+
+
+def test_the_control_plane_takes_an_admin_token_not_an_inference_key(
     secured: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("MODELSERVE_API_KEY", raising=False)
-    url = ["--url", secured.url]
-    assert main(["canary", NAME, "--percent", "10", *url]) == 1
+    monkeypatch.delenv("MODELSERVE_ADMIN_TOKEN", raising=False)
+    runtime = secured.tmp / "runtime"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # no token file of `up` there
+    admin = ["--admin-url", secured.admin_url]
+    assert main(["canary", NAME, "--percent", "10", *admin]) == 1
     assert "modelserve: error: 401: " in capsys.readouterr().err
-    assert main(["apply", secured.file(manifest("2")), *url]) == 1
+    assert main(["apply", secured.file(manifest("2")), *admin]) == 1
     assert "401" in capsys.readouterr().err
-    assert main(["canary", NAME, "--percent", "10", *url, "--api-key", "wrong"]) == 1
+    assert main(["canary", NAME, "--percent", "10", *admin, "--token", "wrong"]) == 1
     assert "modelserve: error: 403: " in capsys.readouterr().err
+    assert main(["canary", NAME, "--percent", "10", *admin, "--token", KEY]) == 1
+    assert "modelserve: error: 403: " in capsys.readouterr().err
+    for headers in ({"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}):
+        assert httpx.get(secured.admin_url + "/v1/services", headers=headers).status_code == 403
     assert secured.traffic() == {rev(1): 100}
     assert len(secured.platform.supervisors()) == 1  # nothing was applied
 
-    assert main(["rollback", NAME, *url, "--api-key", KEY]) == 0
-    assert capsys.readouterr().out.startswith(f"rollback: {NAME} patched")
-    monkeypatch.setenv("MODELSERVE_API_KEY", KEY)  # read when the parser is built
-    assert main(["status", NAME, *url]) == 0
+    assert main(["canary", NAME, "--percent", "0", *admin, "--token", TOKEN]) == 0
+    assert capsys.readouterr().out.startswith(f"canary: {NAME} patched")
+    monkeypatch.setenv("MODELSERVE_ADMIN_TOKEN", TOKEN)  # read when the command runs
+    assert main(["status", NAME, *admin]) == 0
     assert "canaryTrafficPercent 0 (spec)" in capsys.readouterr().out
+    # Without --token or the variable: the token file `modelserve up` writes for the port.
+    monkeypatch.delenv("MODELSERVE_ADMIN_TOKEN")
+    write_token_file(secured.admin.port, secured.admin_url, TOKEN)
+    assert main(["status", NAME, *admin]) == 0
+    assert "canaryTrafficPercent 0 (spec)" in capsys.readouterr().out
+    # The data plane still takes the inference key, and only it, for predictions.
+    assert secured.revisions_served(3, **{"x-api-key": KEY}) == Counter({rev(1): 3})
+    with httpx.Client(base_url=secured.url, headers={"x-api-key": TOKEN}) as client:
+        assert client.post(f"/v1/models/{NAME}:predict", json={}).status_code == 403

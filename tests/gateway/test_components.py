@@ -11,6 +11,7 @@ import pytest
 
 from gateway.controlplane.components import PlanError, parse_args, plan_service
 from gateway.controlplane.manifests import InferenceService, load_manifests
+from gateway.controlplane.policy import LaunchPolicy
 from tests.support import ROOT
 
 
@@ -77,6 +78,11 @@ def test_space_separated_flags_are_replaced_once_and_missing_ports_added(tmp_pat
         f"--model_dir={tmp_path.resolve()}/deep/er", "--grpc_port=41001")
 
 
+# Every storage place the cases below read, allowed: what they check is where it maps to.
+OPEN_STORAGE = {"allow_remote_storage": True, "trust_remote_pickles": True}
+OTHER_ROOTS = (Path("/opt/models"), Path("/data"), Path("relative"))
+
+
 @pytest.mark.parametrize(
     ("args", "storage_uri", "expected", "local"),
     [
@@ -84,7 +90,8 @@ def test_space_separated_flags_are_replaced_once_and_missing_ports_added(tmp_pat
         (["--model_dir=/mnt/models/sub"], "pvc://claim/iris", "{root}/iris/sub", True),
         ([], "pvc://claim/iris", "{root}/iris", True),
         (["--model_dir=/mnt/models"], "file:///opt/models/iris", "/opt/models/iris", True),
-        (["--model_dir=/mnt/models"], "relative/iris", "relative/iris", True),
+        # A local path is read from its real path: relative to the working directory.
+        (["--model_dir=/mnt/models"], "relative/iris", "{cwd}/relative/iris", True),
         (["--model_dir=/mnt/models"], "s3://bucket/iris", "s3://bucket/iris", False),
         (["--model_dir=/mnt/models"], "https://host/iris.joblib", "https://host/iris.joblib",
          False),
@@ -96,8 +103,9 @@ def test_model_dir_from_storage_uri(
     tmp_path: Path, args: list[str], storage_uri: str | None, expected: str, local: bool
 ) -> None:
     env = {"STORAGE_URI": storage_uri} if storage_uri else {}
-    [plan] = plan_service(service(args, env), tmp_path, ports())
-    want = expected.format(root=tmp_path.resolve())
+    policy = LaunchPolicy(models_roots=(tmp_path, *OTHER_ROOTS), **OPEN_STORAGE)
+    [plan] = plan_service(service(args, env), tmp_path, ports(), policy=policy)
+    want = expected.format(root=tmp_path.resolve(), cwd=Path.cwd().resolve())
     assert flags(plan.argv)["--model_dir"] == want
     assert "--storage_uri" not in flags(plan.argv)
     assert plan.model_dir == (Path(want) if local else None)
@@ -155,5 +163,7 @@ def test_command_not_on_path_fails(tmp_path: Path) -> None:
     isvc = service([])
     data = isvc.model_dump()
     data["spec"]["predictor"]["containers"][0]["command"] = ["no-such-binary-xyz"]
+    # Allowed by the operator (custom containers), but not there: named before anything starts.
+    policy = LaunchPolicy(models_roots=(tmp_path,), allow_custom_containers=True)
     with pytest.raises(PlanError, match="not on PATH"):
-        plan_service(InferenceService.model_validate(data), tmp_path, ports())
+        plan_service(InferenceService.model_validate(data), tmp_path, ports(), policy=policy)

@@ -1,5 +1,6 @@
-"""The dashboard: the metrics history (fed by hand, on a fake clock) and, on a real gateway in
-front of the echo upstreams, the page's assets and its JSON API (metrics, SLOs, examples, auth).
+"""The dashboard: the metrics history (fed by hand, on a fake clock) and, on a real control
+plane (the admin app on its own port, fed by a real gateway's metrics in front of the echo
+upstreams), the page's assets and its JSON API (metrics, SLOs, examples, try-it, auth).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +18,21 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway.dashboard.history import MetricsHistory, classify_code, histogram_quantile
+from gateway.controlplane.api.dashboard.history import (
+    MetricsHistory,
+    classify_code,
+    histogram_quantile,
+)
+from gateway.controlplane.api.server import AdminServer
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import SETTINGS, Gateway, LoopThread, Upstream, running_gateway
+from tests.gateway.test_services import running_admin
 
 INF = math.inf
 Doc = dict[str, Any]
-KEY = "dashboard-key-0123456789"
+KEY = "dashboard-key-0123456789"  # an inference API key (the data plane's)
+TOKEN = "dashboard-admin-token-42"  # the control plane's admin token
+ADMIN = {"authorization": f"Bearer {TOKEN}"}
 V2_BODY = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}'
 JSON_ROUTES = [
     "/v1/metrics",
@@ -271,18 +282,59 @@ def _dashboard_env(mp: pytest.MonkeyPatch, root: Path, slo: str = "slo.yaml") ->
     mp.setenv("MODELSERVE_DASHBOARD_RETENTION_S", "60")
 
 
+@dataclass
+class Board:
+    """The control plane's admin door (`admin_url`) over a gateway (`url`: the data plane)."""
+
+    gateway: Gateway
+    admin: AdminServer
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin.port}"
+
+
+@contextmanager
+def running_board(
+    loop_thread: LoopThread,
+    upstreams: tuple[Upstream, Upstream],
+    settings: GatewaySettings = SETTINGS,
+) -> Iterator[Board]:
+    """A gateway and, on a port of its own, the control plane's app over its table and
+    metrics, as `modelserve up` runs them (the dashboard's settings from the environment)."""
+    with running_gateway(loop_thread, upstreams, settings) as gateway:
+        keys = settings.api_key_values()
+        with running_admin(
+            loop_thread, gateway.table, gateway.server.metrics, TOKEN,
+            inference_url=gateway.url, inference_key=keys[0] if keys else None,
+        ) as admin:
+            yield Board(gateway, admin)
+
+
 @pytest.fixture(scope="module")
 def board(
     loop_thread: LoopThread, upstreams: tuple[Upstream, Upstream], files: Path
-) -> Iterator[Gateway]:
+) -> Iterator[Board]:
     with pytest.MonkeyPatch.context() as mp:
         _dashboard_env(mp, files)
-        with running_gateway(loop_thread, upstreams) as running:
+        with running_board(loop_thread, upstreams) as running:
             yield running
 
 
 @pytest.fixture
-def client(board: Gateway) -> Iterator[httpx.Client]:
+def client(board: Board) -> Iterator[httpx.Client]:
+    """The dashboard's client: the control plane, with the admin token."""
+    with httpx.Client(base_url=board.admin_url, headers=ADMIN, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def infer(board: Board) -> Iterator[httpx.Client]:
+    """An inference client: the data plane."""
     with httpx.Client(base_url=board.url, timeout=10) as c:
         yield c
 
@@ -319,12 +371,14 @@ def test_the_page_and_its_assets_are_served_from_the_package(client: httpx.Clien
     assert missing.status_code == 404 and "error" in missing.json()
 
 
-def test_metrics_summarise_each_service_and_revision(client: httpx.Client, board: Gateway) -> None:
+def test_metrics_summarise_each_service_and_revision(
+    client: httpx.Client, infer: httpx.Client, board: Board
+) -> None:
     for _ in range(30):
-        assert client.post("/v2/models/half/infer", content=V2_BODY).status_code == 200
+        assert infer.post("/v2/models/half/infer", content=V2_BODY).status_code == 200
     for _ in range(3):
-        assert client.post("/v2/models/echo/infer?status=503", content=V2_BODY).status_code == 503
-        assert client.post("/v2/models/echo/infer?status=400", content=V2_BODY).status_code == 400
+        assert infer.post("/v2/models/echo/infer?status=503", content=V2_BODY).status_code == 503
+        assert infer.post("/v2/models/echo/infer?status=400", content=V2_BODY).status_code == 400
     doc = wait_for(
         client,
         "/v1/metrics?window=60",
@@ -340,16 +394,18 @@ def test_metrics_summarise_each_service_and_revision(client: httpx.Client, board
     echo = doc["services"]["echo"]
     assert echo["server_errors"] == 3 and echo["client_errors"] == 3
     assert echo["error_ratio"] == pytest.approx(0.5)
-    assert set(doc["services"]) >= {r.name for r in board.table.routes()}
+    assert set(doc["services"]) >= {r.name for r in board.gateway.table.routes()}
     revisions = half["revisions"]
     if revisions:  # the metrics carry a revision label
         assert set(revisions) == {"half-a", "half-b"}
         assert sum(r["requests"] for r in revisions.values()) == 30
 
 
-def test_one_service_has_a_series_for_the_chart(client: httpx.Client) -> None:
+def test_one_service_has_a_series_for_the_chart(
+    client: httpx.Client, infer: httpx.Client
+) -> None:
     for _ in range(5):
-        client.post("/v2/models/half/infer", content=V2_BODY)
+        infer.post("/v2/models/half/infer", content=V2_BODY)
     doc = wait_for(
         client,
         "/v1/services/half/metrics?window=30&step=0.5",
@@ -398,10 +454,12 @@ def test_examples_come_from_the_payload_files(client: httpx.Client) -> None:
     assert half["payload"] == json.loads(V2_BODY)
 
 
-def test_slo_status_from_the_file_the_report_and_the_live_window(client: httpx.Client) -> None:
+def test_slo_status_from_the_file_the_report_and_the_live_window(
+    client: httpx.Client, infer: httpx.Client
+) -> None:
     for _ in range(5):
-        client.post("/v2/models/half/infer", content=V2_BODY)
-        client.post("/v2/models/echo/infer?status=503", content=V2_BODY)
+        infer.post("/v2/models/half/infer", content=V2_BODY)
+        infer.post("/v2/models/echo/infer?status=503", content=V2_BODY)
     doc = wait_for(
         client,
         "/v1/slo?window=60",
@@ -429,8 +487,8 @@ def test_a_missing_slo_file_is_an_empty_state(
 ) -> None:
     with pytest.MonkeyPatch.context() as mp:
         _dashboard_env(mp, files, slo="missing.yaml")
-        with running_gateway(loop_thread, upstreams) as running:
-            doc = httpx.get(f"{running.url}/v1/slo").json()
+        with running_board(loop_thread, upstreams) as running:
+            doc = httpx.get(f"{running.admin_url}/v1/slo", headers=ADMIN).json()
     assert doc["error"] == f"no SLO file at {files / 'missing.yaml'}"
     assert all(s["targets"] is None for s in doc["services"].values())
 
@@ -438,26 +496,64 @@ def test_a_missing_slo_file_is_an_empty_state(
 @pytest.fixture(scope="module")
 def secured(
     loop_thread: LoopThread, upstreams: tuple[Upstream, Upstream], files: Path
-) -> Iterator[Gateway]:
+) -> Iterator[Board]:
     settings = GatewaySettings(**SETTINGS.model_dump(exclude={"api_keys"}) | {"api_keys": KEY})
     with pytest.MonkeyPatch.context() as mp:
         _dashboard_env(mp, files)
-        with running_gateway(loop_thread, upstreams, settings) as running:
+        with running_board(loop_thread, upstreams, settings) as running:
             yield running
 
 
 @pytest.mark.parametrize("path", JSON_ROUTES)
-def test_the_json_api_passes_the_gateways_api_keys(secured: Gateway, path: str) -> None:
-    missing = httpx.get(secured.url + path)
-    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
-    assert "API key" in missing.json()["error"]
-    wrong = httpx.get(secured.url + path, headers={"x-api-key": "not-the-key"})
-    assert wrong.status_code == 403
-    assert httpx.get(secured.url + path, headers={"x-api-key": KEY}).status_code == 200
-    bearer = httpx.get(secured.url + path, headers={"authorization": f"Bearer {KEY}"})
-    assert bearer.status_code == 200
+def test_the_json_api_takes_the_admin_token_not_an_inference_key(
+    secured: Board, path: str
+) -> None:
+    url = secured.admin_url + path
+    missing = httpx.get(url)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert "admin token" in missing.json()["error"]
+    for inference_key in (
+        {"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}, {"x-modelserve-token": KEY},
+    ):
+        refused = httpx.get(url, headers=inference_key)
+        assert refused.status_code == 403 and "inference API keys" in refused.json()["error"]
+    assert httpx.get(url, headers={"authorization": "Bearer not-the-token"}).status_code == 403
+    assert httpx.get(url, headers=ADMIN).status_code == 200
+    assert httpx.get(url, headers={"x-modelserve-token": TOKEN}).status_code == 200
+    # Another site's page (the browser says so) reads nothing, even with the token.
+    for foreign in ({"sec-fetch-site": "cross-site"}, {"origin": "http://evil.example"}):
+        assert httpx.get(url, headers={**ADMIN, **foreign}).status_code == 403
+    # The data plane serves none of it: it points at the control plane.
+    moved = httpx.get(secured.url + "/v1/services/echo/metrics", headers={"x-api-key": KEY})
+    assert moved.status_code == 404 and "control plane" in moved.json()["error"]
 
 
-def test_the_page_itself_is_open_when_keys_are_on(secured: Gateway) -> None:
-    assert httpx.get(f"{secured.url}/ui").status_code == 200
-    assert httpx.get(f"{secured.url}/ui/static/app.js").status_code == 200
+def test_the_page_itself_is_open_without_a_token(secured: Board) -> None:
+    assert httpx.get(f"{secured.admin_url}/ui").status_code == 200
+    assert httpx.get(f"{secured.admin_url}/ui/static/app.js").status_code == 200
+    assert httpx.get(f"{secured.url}/ui").status_code == 404  # not on the data plane
+
+
+def test_try_it_sends_the_body_to_the_data_plane_with_its_key(secured: Board) -> None:
+    hits = secured.gateway.a.hits.count
+    answer = httpx.post(f"{secured.admin_url}/v1/services/echo/try?protocol=v2",
+                        content=V2_BODY, headers={**ADMIN, "content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["path"] == "/v2/models/echo/infer" and doc["body"] == V2_BODY.decode()
+    assert answer.headers["x-modelserve-revision"] == "echo-00001"
+    assert secured.gateway.a.hits.count == hits + 1
+    v1 = httpx.post(f"{secured.admin_url}/v1/services/echo/try", json={"instances": [[1]]},
+                    headers=ADMIN)
+    assert v1.status_code == 200 and v1.json()["path"] == "/v1/models/echo:predict"
+    # A body a foreign page could send without a preflight, an unknown service, a protocol.
+    plain = httpx.post(f"{secured.admin_url}/v1/services/echo/try", content=b"{}",
+                       headers={**ADMIN, "content-type": "text/plain"})
+    assert plain.status_code == 415
+    nope = httpx.post(f"{secured.admin_url}/v1/services/nope/try", json={}, headers=ADMIN)
+    assert nope.status_code == 404 and "nope" in nope.json()["error"]
+    grpc = httpx.post(f"{secured.admin_url}/v1/services/echo/try?protocol=grpc", json={},
+                      headers=ADMIN)
+    assert grpc.status_code == 400 and "protocol" in grpc.json()["error"]
+    assert secured.gateway.a.hits.count == hits + 2

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from gateway.kube import (
+from gateway.cli.kube import (
     JSON_PATCH,
     MERGE_PATCH,
     InferenceServices,
@@ -150,6 +150,14 @@ def test_rollback_sets_zero(fake: FakeKube, services: InferenceServices):
     assert _spec(fake, "sklearn-iris")["predictor"]["canaryTrafficPercent"] == 0
 
 
+def test_rollback_without_a_canary_says_so_and_patches_nothing(
+    fake: FakeKube, services: InferenceServices
+):
+    with pytest.raises(KubeError, match=r"^nothing to roll back: iris-classifier has no canary"):
+        services.rollback("iris-classifier")
+    assert fake.patches() == []
+
+
 def test_promote_without_a_canary_says_so(fake: FakeKube, services: InferenceServices):
     with pytest.raises(KubeError, match=r"invalid \(422\).*missing path.*is a canary in progress"):
         services.promote("iris-classifier")
@@ -280,13 +288,13 @@ def _run(argv: list[str]) -> int:
 @pytest.mark.parametrize(
     "argv",
     [["canary", "sklearn-iris", "--percent", "10"], ["promote", "sklearn-iris"],
-     ["rollback", "sklearn-iris"]],
+     ["rollback", "sklearn-iris"], ["status", "sklearn-iris"], ["delete", "sklearn-iris"]],
 )
 def test_cli_without_kube_talks_to_the_local_platform_not_the_cluster(
     argv: list[str], fake: FakeKube, capsys: pytest.CaptureFixture[str]
 ):
     nobody = f"http://127.0.0.1:{free_port()}"
-    assert _run([*argv, "--url", nobody]) == 1
+    assert _run([*argv, "--admin-url", nobody, "--token", "t"]) == 1
     assert f"cannot reach the platform at {nobody}" in capsys.readouterr().err
     assert fake.requests == []
 
@@ -301,20 +309,25 @@ def test_cli_percent_out_of_range_exits_2(
     assert fake.requests == []
 
 
-def test_cli_canary_promote_rollback(
+def test_cli_canary_rollback_promote(
     fake: FakeKube, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ):
     kube = ["--kube", "--kubeconfig", str(kubeconfig)]
     assert _run(["canary", "sklearn-iris", "--percent", "20", *kube]) == 0
     assert "predictor: canaryTrafficPercent 20 (spec)" in capsys.readouterr().out
+    assert _run(["rollback", "sklearn-iris", *kube]) == 0
+    assert "predictor: canaryTrafficPercent 0 (spec)" in capsys.readouterr().out
     assert _run(["promote", "sklearn-iris", *kube]) == 0
     assert "predictor: canaryTrafficPercent - (spec)" in capsys.readouterr().out
-    assert _run(["rollback", "sklearn-iris", *kube]) == 0
+    # After a promote there is no canary to roll back: exit 1, saying why, patching nothing.
+    assert _run(["rollback", "sklearn-iris", *kube]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("modelserve: error: nothing to roll back: sklearn-iris has no canary")
     sent = [(p.content_type, json.loads(p.body)) for p in fake.patches()]
     assert sent == [
         (MERGE_PATCH, json.loads(KUBECTL_CANARY_20)),
-        (JSON_PATCH, json.loads(KUBECTL_PROMOTE)),
         (MERGE_PATCH, json.loads(KUBECTL_ROLLBACK)),
+        (JSON_PATCH, json.loads(KUBECTL_PROMOTE)),
     ]
     assert _run(["canary", "iris-classifier", "--percent", "5", "--component", "transformer",
                  *kube]) == 0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.kube import canary_patch, promote_patch
+from gateway.cli.kube import canary_patch, promote_patch
 
 MANIFESTS = sorted((Path(__file__).resolve().parents[2] / "inferenceservices").glob("*.yaml"))
 DOC_CANARY_20 = '{"spec":{"predictor":{"canaryTrafficPercent":20}}}'

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.cli.kube import canary_patch, promote_patch
 from gateway.controlplane.patches import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -18,7 +19,6 @@ from gateway.controlplane.patches import (
     json_patch,
     merge_patch,
 )
-from gateway.kube import canary_patch, promote_patch
 from tests.support import ROOT
 
 # RFC 7386, Appendix A: (original, patch, result), verbatim.

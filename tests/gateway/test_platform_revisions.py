@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.kube import canary_patch, promote_patch
 from gateway.controlplane.manifests import InferenceService
 from gateway.controlplane.patches import JSON_PATCH, MERGE_PATCH
 from gateway.controlplane.platform import AutoscalerDefaults, LocalPlatform
-from gateway.kube import canary_patch, promote_patch
 from gateway.routing import RoutingTable, ServiceRoute
 from servers.errors import ModelNotFound, UnprocessableEntity, UnsupportedMediaType
-from tests.gateway.test_supervisor import FAST
+from tests.gateway.test_supervisor import FAST, custom
 
 FAKE = textwrap.dedent("""
     import argparse, http.server, json, sys, time
@@ -154,7 +154,7 @@ async def platform(tmp: Path, *docs: dict[str, Any],
     table, out = RoutingTable(), io.StringIO()
     services = [InferenceService.model_validate(d) for d in docs or (manifest(),)]
     local = LocalPlatform([], tmp, table, output=out, services=services, autoscaler=autoscaler,
-                          **OPTIONS)
+                          policy=custom(tmp), **OPTIONS)
     await local.start()
     try:
         yield Running(local, table, out)
@@ -326,6 +326,7 @@ def test_a_revision_that_fails_to_start_leaves_traffic_on_the_old_one(tmp_path: 
             assert p.served_by() == rev(1)
             failed = p.revisions()[rev(2)]
             assert "exited with code 3" in failed["message"]
+            assert "fatal: no model at /mnt/models" in failed["message"]  # its last output
             assert failed["replicas"] == 0 and not failed["ready"]
             conditions = p.conditions()
             assert conditions["Ready"]["status"] == "True"

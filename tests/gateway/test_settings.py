@@ -1,11 +1,12 @@
-"""GatewaySettings: environment prefix and validation at construction."""
+"""The gateway's settings (data plane, admin door, dashboard): environment prefix and
+validation at construction."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from gateway.settings import GatewaySettings
+from gateway.settings import AdminSettings, DashboardSettings, GatewaySettings
 
 
 def test_defaults() -> None:
@@ -27,3 +28,21 @@ def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_values_fail_at_start(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         GatewaySettings(**bad)  # type: ignore[arg-type]
+
+
+def test_admin_and_dashboard_settings_have_their_own_prefixes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELSERVE_ADMIN_TOKENS", "t-one, t-two")
+    monkeypatch.setenv("MODELSERVE_DASHBOARD_RETENTION_S", "60")
+    admin = AdminSettings()
+    assert admin.token_values() == ("t-one", "t-two")
+    assert "t-one" not in repr(admin)  # secrets stay out of logs
+    assert DashboardSettings().retention_s == 60
+    assert GatewaySettings().api_key_values() == ()  # admin tokens are not inference keys
+
+
+@pytest.mark.parametrize("bad", [{"tokens": "has space"}, {"max_body_bytes": 0}, {"typo": 1}])
+def test_bad_admin_settings_fail_at_start(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        AdminSettings(**bad)  # type: ignore[arg-type]

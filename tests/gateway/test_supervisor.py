@@ -22,6 +22,7 @@ import pytest
 from gateway.controlplane.components import plan_service
 from gateway.controlplane.manifests import InferenceService
 from gateway.controlplane.platform import LocalPlatform, ModelDirMissing, StartError
+from gateway.controlplane.policy import LaunchPolicy
 from gateway.controlplane.supervisor import StartupError, Supervisor
 from gateway.routing import RoutingTable, ServiceRoute
 
@@ -58,6 +59,11 @@ FAST: dict[str, Any] = {
 }
 
 
+def custom(root: Path) -> LaunchPolicy:
+    """The launch policy that lets the fake components (`python -c`) run, over `root`."""
+    return LaunchPolicy(models_roots=(root,), allow_custom_containers=True)
+
+
 def fake_service(name: str = "fake", args: tuple[str, ...] = (),
                  transformer_args: tuple[str, ...] | None = None,
                  env: dict[str, str] | None = None) -> InferenceService:
@@ -92,7 +98,7 @@ async def until(condition: Callable[[], bool], limit: float = 30.0) -> None:
 
 def test_start_ready_then_stop_leaves_no_process_in_the_group(tmp_path: Path) -> None:
     async def scenario() -> None:
-        [plan] = plan_service(fake_service(args=("--child",)), tmp_path)
+        [plan] = plan_service(fake_service(args=("--child",)), tmp_path, policy=custom(tmp_path))
         out = io.StringIO()
         supervisor = Supervisor(plan, output=out, **FAST)
         await supervisor.start()
@@ -128,7 +134,7 @@ def test_kill_9_marks_route_not_ready_then_ready_again(tmp_path: Path) -> None:
     async def scenario() -> None:
         table = RoutingTable()
         history: list[ServiceRoute] = []
-        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(),
+        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(), policy=custom(tmp_path),
                                  services=[fake_service("svc")], **FAST)
         await platform.start()
         route = table.get("svc")
@@ -170,7 +176,7 @@ def test_transformer_service_routes_to_transformer_and_follows_predictor(
     async def scenario() -> None:
         table = RoutingTable()
         isvc = fake_service("chain", transformer_args=("--predictor_protocol=grpc-v2",))
-        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(),
+        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(), policy=custom(tmp_path),
                                  services=[isvc], **FAST)
         await platform.start()
         predictor, transformer = platform.supervisors()
@@ -196,7 +202,7 @@ def test_transformer_service_routes_to_transformer_and_follows_predictor(
 def test_startup_failure_reports_the_components_output(tmp_path: Path) -> None:
     async def scenario() -> None:
         table = RoutingTable()
-        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(),
+        platform = LocalPlatform([], tmp_path, table, output=io.StringIO(), policy=custom(tmp_path),
                                  services=[fake_service("bad", args=("--fail=no model here",))],
                                  **FAST)
         with pytest.raises(StartError) as caught:
@@ -211,7 +217,8 @@ def test_startup_failure_reports_the_components_output(tmp_path: Path) -> None:
 
 def test_never_ready_fails_after_the_deadline_and_is_stopped(tmp_path: Path) -> None:
     async def scenario() -> None:
-        [plan] = plan_service(fake_service(args=("--never_ready",)), tmp_path)
+        [plan] = plan_service(fake_service(args=("--never_ready",)), tmp_path,
+                              policy=custom(tmp_path))
         supervisor = Supervisor(plan, output=io.StringIO(), **{**FAST, "ready_timeout": 1.0})
         with pytest.raises(StartupError, match="not ready at .*/v2/health/ready") as caught:
             await supervisor.start()
@@ -223,7 +230,8 @@ def test_never_ready_fails_after_the_deadline_and_is_stopped(tmp_path: Path) -> 
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     async def scenario() -> None:
-        [plan] = plan_service(fake_service(args=("--ignore_term",)), tmp_path)
+        [plan] = plan_service(fake_service(args=("--ignore_term",)), tmp_path,
+                              policy=custom(tmp_path))
         supervisor = Supervisor(plan, output=io.StringIO(), **{**FAST, "stop_grace": 0.5})
         await supervisor.start()
         pid = supervisor.pid
@@ -237,7 +245,8 @@ def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
 def test_missing_model_dir_is_named_before_anything_starts(tmp_path: Path) -> None:
     isvc = fake_service(args=("--model_dir=/mnt/models",),
                         env={"STORAGE_URI": "pvc://claim/absent"})
-    platform = LocalPlatform([], tmp_path, RoutingTable(), services=[isvc])
+    platform = LocalPlatform([], tmp_path, RoutingTable(), services=[isvc],
+                             policy=custom(tmp_path))
     with pytest.raises(ModelDirMissing, match="absent.*modelserve build-models"):
         asyncio.run(platform.start())
 
@@ -247,10 +256,11 @@ PARENT = textwrap.dedent("""
     from pathlib import Path
     from gateway.controlplane.components import plan_service
     from gateway.controlplane.supervisor import Supervisor
-    from tests.gateway.test_supervisor import fake_service
+    from tests.gateway.test_supervisor import custom, fake_service
 
     async def main():
-        [plan] = plan_service(fake_service(), Path(sys.argv[1]))
+        root = Path(sys.argv[1])
+        [plan] = plan_service(fake_service(), root, policy=custom(root))
         supervisor = Supervisor(plan, output=io.StringIO())
         await supervisor.start()
         print(supervisor.pid, flush=True)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from gateway.loadtest import LOADTESTS, PROTOCOL_PAYLOADS, available_protocols, payload_path
+from gateway.cli.loadtest import LOADTESTS, PROTOCOL_PAYLOADS, available_protocols, payload_path
 from loadtests.bodies import (
     PREDICT_METHOD,
     binary_body,
@@ -259,7 +259,7 @@ def test_bytes_payloads_have_a_raw_encoding_too() -> None:
 
 
 def test_a_protocol_that_sent_nothing_is_named(tmp_path: Path) -> None:
-    from gateway.loadtest import _silent_protocols
+    from gateway.cli.loadtest import _silent_protocols
 
     stats = tmp_path / "svc_stats.csv"
     stats.write_text("Type,Name,Request Count\nPOST,v1 svc,10\ngrpc,ModelInfer svc,4\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.loadtest import LOADTESTS, available_protocols, parse_duration, parse_protocols
+from gateway.cli.loadtest import LOADTESTS, available_protocols, parse_duration, parse_protocols
 from gateway.slo import Measured, ServiceSLO, SLOError, evaluate, format_table, load_slo_file
 from loadtests.bodies import binary_body, json_body, raw_tensors
 
