@@ -14,6 +14,7 @@ so a manifest cannot override it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -179,7 +180,7 @@ def _model_dir(
                 "container sets no STORAGE_URI to say what is mounted there"
             )
         rest = (flag_value or MOUNT_PATH)[len(MOUNT_PATH) :].lstrip("/")
-        if rest and "://" not in storage_uri:
+        if rest and not storage_uri.startswith(REMOTE_SCHEMES):
             # A path under the mount: checked as a whole, so `..` cannot leave the root.
             storage_uri = storage_uri.rstrip("/") + "/" + rest
         return resolve_storage_uri(storage_uri, policy, where)
@@ -191,6 +192,8 @@ def _command(command: list[str], policy: LaunchPolicy, where: str) -> list[str]:
     exe = Path(command[0]).name
     if exe.startswith("python"):
         return [sys.executable, *command[1:]]
+    if shutil.which(command[0]) is None:
+        raise PlanError(f"{where}: command {command[0]!r} is not on PATH")
     return list(command)
 
 
