@@ -262,12 +262,24 @@ def test_promote_without_a_canary_is_422_and_bad_patches_say_why(
     assert len(revisions(status(rollout_platform, "pair-iris"))) == 1
 
 
-async def _ramp(url: str, name: str, users: int, seconds: float) -> collections.Counter[str]:
+async def _ramp(
+    url: str, name: str, users: int, seconds: float,
+    until: Callable[[], bool] = lambda: True, longest: float = 0,
+) -> collections.Counter[str]:
+    """`users` clients in a loop for `seconds`, and on until `until()` holds (at most
+    `longest` s in all): the load must outlast a cold start, whose length depends on how
+    loaded the machine is, not on the autoscaler."""
     codes: collections.Counter[str] = collections.Counter()
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline, last = start + seconds, start + max(seconds, longest)
+
+    def going() -> bool:
+        now = time.monotonic()
+        return now < deadline or (now < last and not until())
+
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         async def user() -> None:
-            while time.monotonic() < deadline:
+            while going():
                 response = await client.post(f"/v1/models/{name}:predict", json=BODY)
                 codes[str(response.status_code)] += 1
 
@@ -288,11 +300,19 @@ def test_autoscaler_scales_up_in_panic_down_to_zero_and_back_from_zero(
             seen.append(revisions(status(rollout_platform, name))[revision])
             time.sleep(0.25)
 
+    def scaled_in_panic() -> bool:
+        # What the assertions below look for; the revision may start at zero replicas, and
+        # a cold start on a loaded machine can outlast a fixed 10 s of load (the flake:
+        # "the KPA never entered panic mode"), so the load goes on until it is seen.
+        samples = list(seen)
+        return any(s["panic"] for s in samples) and any(s["readyReplicas"] >= 2 for s in samples)
+
     watcher = threading.Thread(target=watch)
     start = time.monotonic()
     watcher.start()
     try:
-        codes = asyncio.run(_ramp(rollout_platform.url, name, users=12, seconds=10))
+        codes = asyncio.run(_ramp(rollout_platform.url, name, users=12, seconds=10,
+                                  until=scaled_in_panic, longest=90))
     finally:
         done.set()
         watcher.join()
