@@ -254,7 +254,7 @@ def _add_rollout(commands: Any) -> None:
     common.add_argument(
         "--kube",
         action="store_true",
-        help="through the Kubernetes API instead of the local platform at --url",
+        help="through the Kubernetes API instead of the local platform at --admin-url",
     )
     common.add_argument(
         "--namespace", help="default: the kubeconfig context's namespace, then default"

@@ -99,8 +99,8 @@ class PlatformClient:
             if response.status_code == 401:
                 port = urlsplit(self.url).port or 8082
                 message = (
-                    f"{message}; `modelserve up` writes it to {token_file(port)}, or pass "
-                    "--token / MODELSERVE_ADMIN_TOKEN"
+                    f"{message}; this CLI looked in {token_file(port)} (run it with the same "
+                    "XDG_RUNTIME_DIR as `up`), or pass --token / MODELSERVE_ADMIN_TOKEN"
                 )
             raise PlatformError(f"{response.status_code}: {message}")
         return response.status_code, doc

@@ -234,7 +234,10 @@ def plan_component(
         if flag.startswith("--") and flag not in _OWNED_FLAGS and any(
             owned.startswith(flag) for owned in _OWNED_FLAGS
         ):
-            raise PlanError(f"{where}: {flag} abbreviates a flag; write it in full")
+            raise PolicyRefused(
+                f"{where}: {flag} abbreviates a flag the platform sets or checks; write it in "
+                "full"
+            )
     argv = _command(list(container.command), policy, where)
     http_port, grpc_port = port(), port()
     while grpc_port == http_port:

@@ -58,7 +58,10 @@ def test_kustomize_builds_the_service(kubectl: str, tmp_path: Path) -> None:
     result = _run(kubectl, ["kustomize", str(DEPLOY)], tmp_path)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert docs == [yaml.safe_load(SERVICE.read_text())]
+    services = [d for d in docs if d["kind"] == "Service"]
+    assert services == [yaml.safe_load(SERVICE.read_text())]
+    # The rest are the NetworkPolicies (tests/deploy/test_network_policy.py checks them).
+    assert {d["kind"] for d in docs} == {"Service", "NetworkPolicy"}
 
 
 def test_patch_max_scale_locally(kubectl: str, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.controlplane.components import PlanError, plan_service
+from gateway.controlplane.components import plan_service
 from gateway.controlplane.manifests import parse_service
 from gateway.controlplane.policy import (
     ENTRY_POINTS,
@@ -97,7 +97,7 @@ def test_platform_owned_and_config_loading_flags_are_refused(flag: str, tmp_path
 
 def test_abbreviated_owned_flags_are_refused(tmp_path: Path) -> None:
     # argparse would read --model_d as --model_dir, past the storage policy.
-    with pytest.raises(PlanError, match="abbreviates"):
+    with pytest.raises(PolicyRefused, match="abbreviates"):
         plan_service(_isvc(["python", "-m", "servers.sklearn"], ["--model_d=/etc"]), tmp_path,
                      _ports())
 

@@ -118,7 +118,7 @@ def test_inference_keys_never_open_the_control_plane(keyed: Platform, tmp_path: 
     for headers in ({"x-api-key": INFERENCE_KEY}, {"authorization": f"Bearer {INFERENCE_KEY}"}):
         refused = httpx.post(keyed.admin_url + "/v1/services", json=body, headers=headers)
         assert refused.status_code == 403, refused.text
-        assert "inference API keys do not open it" in refused.json()["error"]
+        assert "inference API keys do not open the control plane" in refused.json()["error"]
         listed = httpx.get(keyed.admin_url + "/v1/services", headers=headers)
         assert listed.status_code == 403
     anonymous = httpx.post(keyed.admin_url + "/v1/services", json=body)

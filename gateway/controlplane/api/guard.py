@@ -107,8 +107,8 @@ class AdminGuard:
         token = headers.get(_TOKEN)
         if authorization is None and token is None and b"x-api-key" in headers:
             raise PermissionDenied(
-                "an inference API key does not open the control plane (inference API keys do "
-                "not open it): send an admin token as 'Authorization: Bearer <token>'"
+                "inference API keys do not open the control plane: send an admin token as "
+                "'Authorization: Bearer <token>'"
             )
         self.tokens.check(
             authorization.decode("latin-1") if authorization is not None else None,

@@ -109,5 +109,6 @@ class AdminTokens:
             self._auth.identify(presented, None)
         except PermissionDenied:
             raise PermissionDenied(
-                "not an admin token of this control plane (inference API keys do not open it)"
+                "not an admin token of this control plane (inference API keys do not open the "
+                "control plane)"
             ) from None
