@@ -1,6 +1,7 @@
 """The gateway's settings, one module for every room: the data plane's
-(`MODELSERVE_GATEWAY_*`), the control plane's admin door (`MODELSERVE_ADMIN_*`) and the
-dashboard's (`MODELSERVE_DASHBOARD_*`). Each is typed and validated once, at start-up."""
+(`MODELSERVE_GATEWAY_*`), the control plane's admin door (`MODELSERVE_ADMIN_*`), the
+dashboard's (`MODELSERVE_DASHBOARD_*`) and the local autoscaler's defaults
+(`MODELSERVE_AUTOSCALER_*`). Each is typed and validated once, at start-up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gateway.frontdoor import FrontDoorLimits
 from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES
 
-__all__ = ["AdminSettings", "DashboardSettings", "GatewaySettings"]
+__all__ = ["AdminSettings", "AutoscalerDefaults", "DashboardSettings", "GatewaySettings"]
 
 # What a key may hold: visible ASCII, no comma (the env list separator), no space.
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + string.punctuation) - {","}
@@ -266,3 +267,20 @@ class DashboardSettings(BaseSettings):
         if self.retention_s < self.sample_interval_s:
             raise ValueError("retention_s must be at least sample_interval_s")
         return self
+
+
+class AutoscalerDefaults(BaseSettings):
+    """The local `config-autoscaler` ConfigMap: cluster-wide defaults that annotations override
+    per revision. From `MODELSERVE_AUTOSCALER_*`, e.g. `MODELSERVE_AUTOSCALER_STABLE_WINDOW_S=6`
+    (tests shorten the windows so a ramp takes seconds)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELSERVE_AUTOSCALER_", extra="forbid")
+
+    enabled: bool = Field(True, description="off: every revision keeps its initial replicas")
+    stable_window_s: float = Field(60.0, ge=1)
+    panic_window_percentage: float = Field(10.0, ge=1, le=100)
+    panic_threshold_percentage: float = Field(200.0, ge=110, le=1000)
+    scale_to_zero_grace_period_s: float = Field(30.0, ge=0)
+    tick_s: float = Field(2.0, gt=0, description="how often the KPA decides")
+    bucket_s: float = Field(1.0, gt=0, description="metric bucket (concurrency averaged over it)")
+    drain_timeout_s: float = Field(60.0, ge=0, description="longest wait for a replica to drain")

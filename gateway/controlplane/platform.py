@@ -34,9 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from gateway.controlplane.autoscaler import (
     KPA,
     AutoscalerSettings,
@@ -62,6 +59,7 @@ from gateway.controlplane.patches import PatchError, apply_patch
 from gateway.controlplane.policy import LaunchPolicy, PolicyRefused
 from gateway.controlplane.supervisor import ComponentState, Supervisor
 from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
+from gateway.settings import AutoscalerDefaults
 from servers.errors import (
     ModelNotFound,
     PermissionDenied,
@@ -90,33 +88,6 @@ class ModelDirMissing(FileNotFoundError):
 
 class StartError(RuntimeError):
     """One or more services failed to start; every component has been stopped."""
-
-
-class AutoscalerDefaults(BaseSettings):
-    """The local `config-autoscaler` ConfigMap: cluster-wide defaults that annotations override
-    per revision. From `MODELSERVE_AUTOSCALER_*`, e.g. `MODELSERVE_AUTOSCALER_STABLE_WINDOW_S=6`
-    (tests shorten the windows so a ramp takes seconds)."""
-
-    model_config = SettingsConfigDict(env_prefix="MODELSERVE_AUTOSCALER_", extra="forbid")
-
-    enabled: bool = Field(True, description="off: every revision keeps its initial replicas")
-    stable_window_s: float = Field(60.0, ge=1)
-    panic_window_percentage: float = Field(10.0, ge=1, le=100)
-    panic_threshold_percentage: float = Field(200.0, ge=110, le=1000)
-    scale_to_zero_grace_period_s: float = Field(30.0, ge=0)
-    tick_s: float = Field(2.0, gt=0, description="how often the KPA decides")
-    bucket_s: float = Field(1.0, gt=0, description="metric bucket (concurrency averaged over it)")
-    drain_timeout_s: float = Field(60.0, ge=0, description="longest wait for a replica to drain")
-
-    def kpa(self) -> AutoscalerSettings:
-        return AutoscalerSettings(
-            stable_window=self.stable_window_s,
-            panic_window_percentage=self.panic_window_percentage,
-            panic_threshold_percentage=self.panic_threshold_percentage,
-            scale_to_zero_grace_period=self.scale_to_zero_grace_period_s,
-            tick=self.tick_s,
-            bucket=self.bucket_s,
-        )
 
 
 @dataclass(frozen=True)
@@ -562,7 +533,7 @@ class LocalPlatform:
                 spec.minReplicas,
                 spec.maxReplicas,
                 (spec.model_extra or {}).get("scaleTarget"),
-                self.autoscaler.kpa(),
+                _kpa_defaults(self.autoscaler),
             )
         except ValueError as exc:
             where = f"{isvc.name} spec.{isvc.entry} / metadata.annotations"
@@ -882,6 +853,18 @@ def _replica_details(replica: _Replica) -> dict[str, Any]:
             for s in replica.supervisors
         ],
     }
+
+
+def _kpa_defaults(defaults: AutoscalerDefaults) -> AutoscalerSettings:
+    """The cluster-wide defaults as the KPA's settings (annotations override them)."""
+    return AutoscalerSettings(
+        stable_window=defaults.stable_window_s,
+        panic_window_percentage=defaults.panic_window_percentage,
+        panic_threshold_percentage=defaults.panic_threshold_percentage,
+        scale_to_zero_grace_period=defaults.scale_to_zero_grace_period_s,
+        tick=defaults.tick_s,
+        bucket=defaults.bucket_s,
+    )
 
 
 def _failure(exc: BaseException) -> str:
