@@ -15,9 +15,14 @@ What KServe's controller, Knative and the kubelet do in a cluster, reduced to on
   (`ConcurrencyStats`). At zero the revision's requests wait in the activator
   (`gateway/dataplane/resolve.py`), which wakes this loop at once to start a replica.
 - **Routes.** The routing table is kept in step: the replicas that are ready, the split, and
-  the InferenceService document `GET /v1/services` answers. The data plane only reads it.
+  the InferenceService document the control plane's `GET /v1/services` answers
+  (`status.py`). The data plane only reads it.
+- **Policy.** Every plan passes the launch and storage policy (`policy.py`) before anything
+  starts, for `up`'s own manifests and the rollout API's alike.
 
-Services start predictors before the transformers that call them; services start side by side.
+The state itself (services, revisions, replicas, their traffic) lives in `revisions.py`;
+this module changes it. Services start predictors before the transformers that call them;
+services start side by side.
 """
 
 from __future__ import annotations
@@ -26,18 +31,16 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.controlplane.autoscaler import (
     KPA,
     AutoscalerSettings,
-    Decision,
     settings_from_component,
 )
 from gateway.controlplane.components import (
@@ -48,7 +51,6 @@ from gateway.controlplane.components import (
     revision_name,
 )
 from gateway.controlplane.manifests import (
-    ComponentSpec,
     InferenceService,
     ManifestError,
     Problem,
@@ -57,7 +59,15 @@ from gateway.controlplane.manifests import (
 )
 from gateway.controlplane.patches import PatchError, apply_patch
 from gateway.controlplane.policy import LaunchPolicy, PolicyRefused
-from gateway.controlplane.supervisor import ComponentState, Supervisor
+from gateway.controlplane.revisions import (
+    Replica,
+    Revision,
+    Service,
+    entry_spec,
+    revision_template,
+)
+from gateway.controlplane.status import failure_message, not_ready_message, service_document
+from gateway.controlplane.supervisor import Supervisor
 from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
 from gateway.settings import AutoscalerDefaults
 from servers.errors import (
@@ -79,7 +89,6 @@ __all__ = [
 
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
-FAILURE_LINES = 12  # of a failed component's last output, kept in its revision's status
 
 
 class ModelDirMissing(FileNotFoundError):
@@ -142,150 +151,6 @@ def _check_model_dirs(plans: list[LaunchPlan], models_root: Path) -> None:
         )
 
 
-class _Replica:
-    """One instance of a revision's pipeline: its predictor and, if any, its transformer."""
-
-    def __init__(self, number: int, supervisors: list[Supervisor], entry: str) -> None:
-        self.number = number
-        self.supervisors = supervisors
-        self.entry = next(s for s in supervisors if s.plan.component == entry)
-        self.draining = False
-
-    @property
-    def ready(self) -> bool:
-        return not self.draining and all(s.ready for s in self.supervisors)
-
-    @property
-    def crashed(self) -> bool:
-        """A component exited after it was ready (the supervisor is restarting it)."""
-        return any(s.state is ComponentState.RESTARTING for s in self.supervisors)
-
-    @property
-    def down_message(self) -> str:
-        down = [s for s in self.supervisors if not s.ready]
-        return down[0].message if down else ""
-
-    async def start(self) -> None:
-        for component in ("predictor", "transformer"):
-            await asyncio.gather(
-                *(s.start() for s in self.supervisors if s.plan.component == component)
-            )
-
-    async def stop(self) -> None:
-        # Entry first, so nothing is sent to a predictor that is going away.
-        for supervisor in reversed(self.supervisors):
-            await supervisor.stop()
-
-
-@dataclass
-class _Revision:
-    """One revision: a spec snapshot, its replicas and its autoscaler."""
-
-    name: str
-    number: int
-    isvc: InferenceService
-    settings: AutoscalerSettings
-    kpa: KPA
-    replicas: list[_Replica] = field(default_factory=list)
-    desired: int = 1
-    decision: Decision | None = None
-    ever_ready: bool = False
-    failure: str = ""  # why the revision's first replica did not start
-    retired: bool = False
-    next_replica: int = 1
-    last_start_failure: float = -math.inf
-
-    @property
-    def live(self) -> list[_Replica]:
-        return [r for r in self.replicas if not r.draining]
-
-    @property
-    def ready_count(self) -> int:
-        return sum(1 for r in self.replicas if r.ready)
-
-
-class _Service:
-    """One InferenceService: the applied document, its revisions and who is rolled out."""
-
-    def __init__(self, isvc: InferenceService, doc: dict[str, Any]) -> None:
-        self.isvc = isvc
-        self.doc = doc
-        self.generation = 1
-        self.revisions: list[_Revision] = []
-        self.latest_rolled_out: str | None = None
-        self.previous_rolled_out: str | None = None
-        self.deleted = False  # set by `delete`: late start-ups stop, nothing is routed
-
-    @property
-    def name(self) -> str:
-        return self.isvc.name
-
-    @property
-    def entry(self) -> str:
-        return self.isvc.entry
-
-    @property
-    def latest(self) -> _Revision:
-        return self.revisions[-1]
-
-    @property
-    def latest_ready(self) -> _Revision | None:
-        return next((r for r in reversed(self.revisions) if r.ever_ready), None)
-
-    def revision(self, name: str | None) -> _Revision | None:
-        return next((r for r in self.revisions if r.name == name), None)
-
-    def canary_percent(self) -> int | None:
-        """The entry component's canaryTrafficPercent, else the predictor's (locally one
-        split covers the pipeline)."""
-        for spec in (_entry_spec(self.isvc), self.isvc.spec.predictor):
-            if spec.canaryTrafficPercent is not None:
-                return spec.canaryTrafficPercent
-        return None
-
-    def traffic(self) -> tuple[Traffic, ...]:
-        """KServe's split (module docstring); also records a finished rollout."""
-        ready = self.latest_ready
-        if ready is None:
-            return ()
-        canary = self.canary_percent()
-        rolled = self.revision(self.latest_rolled_out)
-        if canary is not None and rolled is not None and rolled is not ready:
-            return (
-                Traffic(ready.name, canary, "latest", latest=True, activate=_wakeable(ready)),
-                Traffic(rolled.name, 100 - canary, "prev", activate=_wakeable(rolled)),
-            )
-        if self.latest_rolled_out != ready.name:
-            self.previous_rolled_out = self.latest_rolled_out
-            self.latest_rolled_out = ready.name
-        return (Traffic(ready.name, 100, "latest", latest=True, activate=_wakeable(ready)),)
-
-
-def _wakeable(revision: _Revision) -> bool:
-    """Requests for `revision` may wait for a replica: it served before, none of its replicas
-    is ready, and none crashed (it is at zero, or scaling from zero)."""
-    return (
-        revision.ever_ready
-        and not revision.retired
-        and revision.ready_count == 0
-        and not any(r.crashed for r in revision.replicas)
-    )
-
-
-def _revision_template(isvc: InferenceService) -> Any:
-    """What makes a new revision: the spec without canaryTrafficPercent, and the autoscaling
-    and other annotations (Knative's revision template holds both)."""
-    spec = isvc.spec.model_dump(mode="json", exclude_none=True)
-    for component in spec.values():
-        if isinstance(component, dict):
-            component.pop("canaryTrafficPercent", None)
-    return spec, dict(isvc.metadata.annotations)
-
-
-def _entry_spec(isvc: InferenceService) -> ComponentSpec:
-    return next(spec for name, spec in isvc.components() if name == isvc.entry)
-
-
 class LocalPlatform:
     """Runs InferenceServices locally and writes their routes into `table`."""
 
@@ -313,7 +178,7 @@ class LocalPlatform:
         self.autoscaler = autoscaler or AutoscalerDefaults(enabled=False)
         self._isvcs = services
         self._supervisor_options = supervisor_options
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, Service] = {}
         self._ports = _PortAllocator()
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -342,7 +207,7 @@ class LocalPlatform:
         planned = self.plan()
         starting: list[asyncio.Task[None]] = []
         for isvc, plans in planned:
-            service = _Service(isvc, isvc.model_dump(mode="json", exclude_none=True))
+            service = Service(isvc, isvc.model_dump(mode="json", exclude_none=True))
             self._services[isvc.name] = service
             revision = self._new_revision(service, isvc)
             replica = self._replica(service, revision, plans)
@@ -445,11 +310,11 @@ class LocalPlatform:
         created = service is None
         if service is None:
             plans = self._plan_replica(isvc, 1, 1)
-            service = self._services[isvc.name] = _Service(isvc, doc)
+            service = self._services[isvc.name] = Service(isvc, doc)
             revision = self._new_revision(service, isvc)
             self._launch(service, revision, self._replica(service, revision, plans))
         else:
-            changed = _revision_template(isvc) != _revision_template(service.isvc)
+            changed = revision_template(isvc) != revision_template(service.isvc)
             plans = self._plan_replica(isvc, len(service.revisions) + 1, 1) if changed else []
             if doc != service.doc:
                 service.generation += 1
@@ -525,7 +390,7 @@ class LocalPlatform:
 
     def _kpa_settings(self, isvc: InferenceService) -> AutoscalerSettings:
         """The entry component's KPA settings; raises ManifestError naming a bad field."""
-        spec = _entry_spec(isvc)
+        spec = entry_spec(isvc)
         try:
             return settings_from_component(
                 isvc.metadata.annotations,
@@ -539,10 +404,10 @@ class LocalPlatform:
             where = f"{isvc.name} spec.{isvc.entry} / metadata.annotations"
             raise ManifestError([Problem(where, "", str(exc))]) from exc
 
-    def _new_revision(self, service: _Service, isvc: InferenceService) -> _Revision:
+    def _new_revision(self, service: Service, isvc: InferenceService) -> Revision:
         number = len(service.revisions) + 1
         settings = self._kpa_settings(isvc)
-        revision = _Revision(
+        revision = Revision(
             name=revision_name(isvc.name, isvc.entry, number),
             number=number,
             isvc=isvc,
@@ -554,8 +419,8 @@ class LocalPlatform:
         return revision
 
     def _replica(
-        self, service: _Service, revision: _Revision, plans: list[LaunchPlan]
-    ) -> _Replica:
+        self, service: Service, revision: Revision, plans: list[LaunchPlan]
+    ) -> Replica:
         def on_change(_supervisor: Supervisor) -> None:
             self._on_change(service)
 
@@ -563,13 +428,13 @@ class LocalPlatform:
             Supervisor(plan, on_change, output=self.output, **self._supervisor_options)
             for plan in plans
         ]
-        replica = _Replica(revision.next_replica, supervisors, service.entry)
+        replica = Replica(revision.next_replica, supervisors, service.entry)
         revision.next_replica += 1
         revision.replicas.append(replica)
         return replica
 
     async def _start_replica(
-        self, service: _Service, revision: _Revision, replica: _Replica
+        self, service: Service, revision: Revision, replica: Replica
     ) -> None:
         try:
             await replica.start()
@@ -579,7 +444,7 @@ class LocalPlatform:
                 revision.replicas.remove(replica)
             revision.last_start_failure = self._clock()
             if not revision.ever_ready:
-                revision.failure = _failure(exc)
+                revision.failure = failure_message(exc)
             self._refresh(service)
             raise
         if service.deleted:  # deleted while it started
@@ -592,7 +457,7 @@ class LocalPlatform:
                 await self._scale(service, revision, revision.desired)  # minReplicas
         self._refresh(service)
 
-    def _launch(self, service: _Service, revision: _Revision, replica: _Replica) -> None:
+    def _launch(self, service: Service, revision: Revision, replica: Replica) -> None:
         """Start `replica` in the background; a failure is reported, not raised."""
 
         async def run() -> None:
@@ -606,7 +471,7 @@ class LocalPlatform:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _scale(self, service: _Service, revision: _Revision, desired: int) -> None:
+    async def _scale(self, service: Service, revision: Revision, desired: int) -> None:
         """Start or drain replicas until `desired` are live."""
         revision.desired = desired
         live = revision.live
@@ -623,7 +488,7 @@ class LocalPlatform:
                 self._drain(service, revision, replica)
         self._refresh(service)
 
-    def _drain(self, service: _Service, revision: _Revision, replica: _Replica) -> None:
+    def _drain(self, service: Service, revision: Revision, replica: Replica) -> None:
         """Take `replica` out of the route, let its requests finish, then stop it."""
         replica.draining = True
         url = replica.entry.plan.http_url
@@ -641,7 +506,7 @@ class LocalPlatform:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _refresh(self, service: _Service) -> None:
+    def _refresh(self, service: Service) -> None:
         """Recompute traffic, retire unreferenced revisions, write the route."""
         if service.deleted:
             return
@@ -657,7 +522,7 @@ class LocalPlatform:
                 self.table.stats.forget(revision.name)
         self.table.update(self._route(service, traffic))
 
-    def _on_change(self, service: _Service) -> None:
+    def _on_change(self, service: Service) -> None:
         if service.name in self._services:
             self._refresh(service)
 
@@ -700,7 +565,7 @@ class LocalPlatform:
                     elif before is None or before.panic != decision.panic:
                         self._refresh(service)
 
-    def _active_revisions(self) -> list[tuple[_Service, _Revision]]:
+    def _active_revisions(self) -> list[tuple[Service, Revision]]:
         """Revisions the autoscaler drives: serving (ready once) and not retired."""
         return [
             (service, revision)
@@ -719,7 +584,7 @@ class LocalPlatform:
     # --- routes and documents ------------------------------------------------------------
 
     def _route(
-        self, service: _Service, traffic: tuple[Traffic, ...] | None = None
+        self, service: Service, traffic: tuple[Traffic, ...] | None = None
     ) -> ServiceRoute:
         if traffic is None:
             traffic = service.traffic()
@@ -737,7 +602,7 @@ class LocalPlatform:
         routed = {t.revision for t in traffic if t.percent > 0}
         message = ""
         if not any(b.ready and b.revision in routed for b in backends):
-            message = self._not_ready_message(service)
+            message = not_ready_message(service)
         route = ServiceRoute(
             name=service.name,
             namespace=service.isvc.namespace,
@@ -748,111 +613,12 @@ class LocalPlatform:
             traffic=traffic,
             tag_routing=service.isvc.metadata.annotations.get(TAG_ROUTING, "").lower() == "true",
         )
-        return dataclasses.replace(route, document=self._document(service, route))
-
-    def _not_ready_message(self, service: _Service) -> str:
-        for revision in reversed(service.revisions):
-            for replica in revision.replicas:
-                if replica.down_message:
-                    return replica.down_message
-            if revision.failure:
-                return revision.failure
-        return f"service '{service.name}' has no ready revision"
-
-    def _document(self, service: _Service, route: ServiceRoute) -> dict[str, Any]:
-        latest, ready = service.latest, service.latest_ready
-        component: dict[str, Any] = {"latestCreatedRevision": latest.name}
-        if ready is not None:
-            component["latestReadyRevision"] = ready.name
-        if service.latest_rolled_out:
-            component["latestRolledoutRevision"] = service.latest_rolled_out
-        if service.previous_rolled_out:
-            component["previousRolledoutRevision"] = service.previous_rolled_out
-        traffic = []
-        for t in route.traffic:
-            entry: dict[str, Any] = {
-                "revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest,
-            }
-            if t.tag:
-                entry["tag"] = t.tag
-                if route.tag_routing:
-                    entry["url"] = f"http://{route.tag_host(t.tag)}"
-            traffic.append(entry)
-        component["traffic"] = traffic
-        component["url"] = f"http://{route.host}"
-        latest_ok = latest.ever_ready
-        conditions = [
-            _condition("Ready", route.ready, "NotReady", route.message),
-            _condition(
-                "LatestDeploymentReady", latest_ok,
-                "RevisionFailed" if latest.failure else "RevisionStarting",
-                latest.failure or f"revision {latest.name} is starting",
-            ),
-            _condition(
-                "RoutesReady", bool(route.traffic), "NoReadyRevision",
-                "no revision has become ready yet",
-            ),
-        ]
-        percent = {t.revision: t.percent for t in route.traffic}
-        revisions = [
-            {
-                "name": r.name,
-                "component": service.entry,
-                "percent": percent.get(r.name, 0),
-                "ready": r.ready_count > 0,
-                "replicas": len(r.live),
-                "readyReplicas": r.ready_count,
-                "desiredReplicas": r.desired if not r.retired else 0,
-                "panic": bool(r.decision and r.decision.panic),
-                "inFlight": 0,
-                "retired": r.retired,
-                "message": r.failure,
-                "replicaDetails": [_replica_details(replica) for replica in r.replicas],
-            }
-            for r in reversed(service.revisions)
-        ]
-        metadata = dict(service.doc.get("metadata", {}))
-        metadata["generation"] = service.generation
-        return {
-            "apiVersion": service.doc.get("apiVersion"),
-            "kind": "InferenceService",
-            "metadata": metadata,
-            "spec": service.doc.get("spec", {}),
-            "status": {
-                "url": f"http://{route.host}",
-                "address": {"url": f"http://{route.host}"},
-                "components": {service.entry: component},
-                "conditions": conditions,
-                "observedGeneration": service.generation,
-                "modelserve": {"revisions": revisions},
-            },
-        }
+        return dataclasses.replace(route, document=service_document(service, route))
 
     def _write(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.output.write(f"[controlplane] {line}\n")
             self.output.flush()
-
-
-def _replica_details(replica: _Replica) -> dict[str, Any]:
-    """One replica's processes, as `kubectl get pods` would show them."""
-    return {
-        "number": replica.number,
-        "ready": replica.ready,
-        "draining": replica.draining,
-        "url": replica.entry.plan.http_url,
-        "processes": [
-            {
-                "name": s.name,
-                "component": s.plan.component,
-                "pid": s.pid,
-                "state": s.state.value,
-                "restarts": s.restarts,
-                "message": s.message,
-            }
-            for s in replica.supervisors
-        ],
-    }
 
 
 def _kpa_defaults(defaults: AutoscalerDefaults) -> AutoscalerSettings:
@@ -865,19 +631,3 @@ def _kpa_defaults(defaults: AutoscalerDefaults) -> AutoscalerSettings:
         tick=defaults.tick_s,
         bucket=defaults.bucket_s,
     )
-
-
-def _failure(exc: BaseException) -> str:
-    """Why a replica did not start, for its revision's status: the first line and the
-    component's last lines of output (a StartupError's message holds up to 40)."""
-    lines = str(exc).splitlines()
-    if not lines:
-        return repr(exc)
-    return "\n".join([lines[0], *lines[1:][-FAILURE_LINES:]])
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
-    condition = {"type": kind, "status": "True" if ok else "False"}
-    if not ok:
-        condition.update(reason=reason, message=message)
-    return condition

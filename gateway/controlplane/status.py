@@ -1,0 +1,138 @@
+"""The InferenceService document the local platform answers for a service: its spec, and a
+`status` in the shape KServe's controller writes (url, traffic per revision, the
+latestCreated/Ready/Rolledout revisions, the Ready, LatestDeploymentReady and RoutesReady
+conditions), plus `status.modelserve.revisions`: replicas, panic, each replica's processes,
+and why a revision failed (its component's last lines of output).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.controlplane.revisions import Replica, Service
+from gateway.routing import ServiceRoute
+
+__all__ = ["condition", "failure_message", "not_ready_message", "replica_details",
+           "service_document"]
+
+FAILURE_LINES = 12  # of a failed component's last output, kept in its revision's status
+
+
+def not_ready_message(service: Service) -> str:
+    """Why a service takes no traffic: a replica's trouble, or its revision's failure."""
+    for revision in reversed(service.revisions):
+        for replica in revision.replicas:
+            if replica.down_message:
+                return replica.down_message
+        if revision.failure:
+            return revision.failure
+    return f"service '{service.name}' has no ready revision"
+
+def service_document(service: Service, route: ServiceRoute) -> dict[str, Any]:
+    """The service as an InferenceService with the `status` KServe's controller writes, plus
+    `status.modelserve.revisions` (replicas, panic, each replica's processes)."""
+    latest, ready = service.latest, service.latest_ready
+    component: dict[str, Any] = {"latestCreatedRevision": latest.name}
+    if ready is not None:
+        component["latestReadyRevision"] = ready.name
+    if service.latest_rolled_out:
+        component["latestRolledoutRevision"] = service.latest_rolled_out
+    if service.previous_rolled_out:
+        component["previousRolledoutRevision"] = service.previous_rolled_out
+    traffic = []
+    for t in route.traffic:
+        entry: dict[str, Any] = {
+            "revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest,
+        }
+        if t.tag:
+            entry["tag"] = t.tag
+            if route.tag_routing:
+                entry["url"] = f"http://{route.tag_host(t.tag)}"
+        traffic.append(entry)
+    component["traffic"] = traffic
+    component["url"] = f"http://{route.host}"
+    latest_ok = latest.ever_ready
+    conditions = [
+        condition("Ready", route.ready, "NotReady", route.message),
+        condition(
+            "LatestDeploymentReady", latest_ok,
+            "RevisionFailed" if latest.failure else "RevisionStarting",
+            latest.failure or f"revision {latest.name} is starting",
+        ),
+        condition(
+            "RoutesReady", bool(route.traffic), "NoReadyRevision",
+            "no revision has become ready yet",
+        ),
+    ]
+    percent = {t.revision: t.percent for t in route.traffic}
+    revisions = [
+        {
+            "name": r.name,
+            "component": service.entry,
+            "percent": percent.get(r.name, 0),
+            "ready": r.ready_count > 0,
+            "replicas": len(r.live),
+            "readyReplicas": r.ready_count,
+            "desiredReplicas": r.desired if not r.retired else 0,
+            "panic": bool(r.decision and r.decision.panic),
+            "inFlight": 0,
+            "retired": r.retired,
+            "message": r.failure,
+            "replicaDetails": [replica_details(replica) for replica in r.replicas],
+        }
+        for r in reversed(service.revisions)
+    ]
+    metadata = dict(service.doc.get("metadata", {}))
+    metadata["generation"] = service.generation
+    return {
+        "apiVersion": service.doc.get("apiVersion"),
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": service.doc.get("spec", {}),
+        "status": {
+            "url": f"http://{route.host}",
+            "address": {"url": f"http://{route.host}"},
+            "components": {service.entry: component},
+            "conditions": conditions,
+            "observedGeneration": service.generation,
+            "modelserve": {"revisions": revisions},
+        },
+    }
+
+
+
+def replica_details(replica: Replica) -> dict[str, Any]:
+    """One replica's processes, as `kubectl get pods` would show them."""
+    return {
+        "number": replica.number,
+        "ready": replica.ready,
+        "draining": replica.draining,
+        "url": replica.entry.plan.http_url,
+        "processes": [
+            {
+                "name": s.name,
+                "component": s.plan.component,
+                "pid": s.pid,
+                "state": s.state.value,
+                "restarts": s.restarts,
+                "message": s.message,
+            }
+            for s in replica.supervisors
+        ],
+    }
+
+
+def failure_message(exc: BaseException) -> str:
+    """Why a replica did not start, for its revision's status: the first line and the
+    component's last lines of output (a StartupError's message holds up to 40)."""
+    lines = str(exc).splitlines()
+    if not lines:
+        return repr(exc)
+    return "\n".join([lines[0], *lines[1:][-FAILURE_LINES:]])
+
+
+def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
+    condition = {"type": kind, "status": "True" if ok else "False"}
+    if not ok:
+        condition.update(reason=reason, message=message)
+    return condition
