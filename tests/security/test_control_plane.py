@@ -257,6 +257,8 @@ def test_a_yaml_bomb_is_refused_while_inference_goes_on(platform: Platform) -> N
     assert max(latencies) < 1.0, latencies
     growth = psutil.Process(platform.process.pid).memory_info().rss - before
     assert growth < 64 * 2**20
+    print(f"\nYAML bomb x20: {len(latencies)} probes, slowest {max(latencies) * 1000:.0f} ms, "
+          f"gateway RSS {growth / 2**20:+.1f} MiB")
 
 
 def _peak_rss(pid: int) -> int:
@@ -296,7 +298,9 @@ def test_a_300_mb_body_is_refused_without_reading_it(platform: Platform) -> None
             assert "limit" in streamed.json()["error"]
         except httpx.TransportError:
             pass  # the server closed the connection mid-upload after answering 413
-    assert _peak_rss(platform.process.pid) - before < 64 * 2**20
+    growth = _peak_rss(platform.process.pid) - before
+    assert growth < 64 * 2**20
+    print(f"\n300 MB body: peak RSS {growth / 2**20:+.1f} MiB")
     # The door still works.
     with platform.admin() as admin:
         assert admin.get("/v1/services").status_code == 200
