@@ -121,8 +121,9 @@ async def run_cancellable(work: Callable[[Cancellation], T], cancellation: Cance
     work is cancelled, `cancellation.cancelled` is set and `work`, which checks it between
     images, stops before its next one. At most the image in progress is finished. gRPC cancels
     the task when its client cancels or its deadline passes (grpc.aio cancels the handler).
-    Over REST, uvicorn does not cancel a handler whose client disconnected, so what stops an
-    abandoned REST request is `cancellation`'s timeout.
+    Over REST, uvicorn does not cancel a handler whose client disconnected; our REST routes
+    (`servers/rest.py`) watch for the disconnect and cancel the task themselves, for models
+    that set `cancel_on_disconnect`. `cancellation`'s timeout bounds the rest.
     """
     loop = asyncio.get_running_loop()
     try:
