@@ -67,6 +67,7 @@ __all__ = [
 SERVICE = "inference.GRPCInferenceService"
 TFSERVING_SERVICE = "tensorflow.serving.PredictionService"
 REVISION_KEY = "x-modelserve-revision"
+GRPC_MAX_IDLE_MS = 5 * 60 * 1000  # an idle client connection is closed after this
 _FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer")
 _TFSERVING_CALLS = ("Predict", "GetModelMetadata", "Classify", "Regress", "MultiInference")
 # Metadata gRPC itself manages; everything else the client sent goes to the backend.
@@ -212,13 +213,21 @@ class GrpcProxy:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ]
+        # The listener's own share of the front door (gateway/frontdoor.py is HTTP/1.1 only):
+        # a connection that does not finish HTTP/2's handshake within the header timeout is
+        # closed (grpc core's default waits 120 s), and one idle for 5 min is let go.
+        self._server_options = [
+            *self._options,
+            ("grpc.server_handshake_timeout_ms", round(settings.header_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", GRPC_MAX_IDLE_MS),
+        ]
         self._server: aio.Server | None = None
         self._channels: dict[str, aio.Channel] = {}
         self._stubs: dict[tuple[str, str], aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
     async def start(self, host: str, port: int) -> int:
         """Listen on `host:port` (0 picks a free port) and return the bound port."""
-        server = aio.server(options=self._options)
+        server = aio.server(options=self._server_options)
         handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
             "ServerLive": _unary(self._server_live),
             "ServerReady": _unary(self._server_ready),

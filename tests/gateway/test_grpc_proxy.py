@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -11,7 +13,9 @@ from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from gateway.dataplane.grpc_proxy import read_model_name
+from gateway.dataplane.grpc_proxy import GrpcProxy, read_model_name
+from gateway.routing import RoutingTable
+from gateway.settings import GatewaySettings
 from servers.errors import InvalidInput
 from tests.gateway.conftest import Gateway
 
@@ -147,3 +151,31 @@ def test_a_refused_replica_is_retried_on_the_other_replica(
         response, call = stub.ModelInfer.with_call(infer_request("halfdown"))
         assert response.parameters["upstream"].string_param == "a"
         assert revision_of(call) == "halfdown-00001"
+
+
+def test_a_connection_that_never_finishes_the_http2_handshake_is_closed() -> None:
+    # The gRPC listener's header timeout (grpc core's handshake timeout, 120 s by default).
+    async def run() -> list[bytes]:
+        proxy = GrpcProxy(RoutingTable(), GatewaySettings(header_timeout_s=1.0))
+        port = await proxy.start("127.0.0.1", 0)
+
+        def idle_client(sent: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.settimeout(30)  # generous: the server must close long before
+                sock.sendall(sent)
+                received = b""
+                while chunk := sock.recv(4096):
+                    received += chunk
+                return received
+
+        try:
+            loop = asyncio.get_running_loop()
+            return [await loop.run_in_executor(None, idle_client, sent)
+                    for sent in (b"", b"PRI * HTTP/2.0\r\n")]
+        finally:
+            await proxy.stop(1)
+
+    # Both closed by the server: recv saw the end of the stream (a socket.timeout, raised
+    # after 30 s, would fail the test), with no gRPC answer on it.
+    for received in asyncio.run(run()):
+        assert b"grpc-status" not in received
