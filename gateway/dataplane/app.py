@@ -46,6 +46,7 @@ from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
+from gateway.dataplane.serverinfo import server_metadata
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -335,6 +336,14 @@ def _add_info_routes(
             metrics.render(), headers={REVISION_HEADER: NO_REVISION}, media_type=CONTENT_TYPE_LATEST
         )
 
+    async def server_info(request: Request) -> Response:
+        return json_response(server_metadata())
+
+    async def v1_live(request: Request) -> Response:
+        return json_response({"status": "alive"})  # KServe's `GET /` (is_server_live, v1)
+
+    app.add_route("/", v1_live, ["GET"])
+    app.add_route("/v2", server_info, ["GET"])
     app.add_route("/v2/health/live", live, ["GET"])
     app.add_route("/v2/health/ready", ready, ["GET"])
     app.add_route("/v1/models", list_models, ["GET"])

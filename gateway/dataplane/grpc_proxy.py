@@ -42,6 +42,7 @@ from gateway.dataplane.resolve import (
     dispatch,
     find_route,
 )
+from gateway.dataplane.serverinfo import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -270,7 +271,9 @@ class GrpcProxy:
 
     async def _server_metadata(self, request: bytes, context: Context) -> bytes:
         await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
-        metadata = pb.ServerMetadataResponse(name="modelserve-gateway", version="0.1.0")
+        metadata = pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
         return metadata.SerializeToString()
 
     def _forwarder(

@@ -58,10 +58,19 @@ class NotAReplicaFailure(Exception):
 def find_route(
     table: RoutingTable, name: str, host: str | None = None
 ) -> tuple[ServiceRoute, str | None]:
-    """The service a request is for, and the revision tag its host names (or None)."""
+    """The service a request is for, and the revision tag its host names (or None).
+
+    A Knative host names the service; the path must then name that service's model too, as
+    the service's own server would insist (a Triton behind it serves other models of its
+    repository, which are no service of ours): NOT_FOUND otherwise, naming both."""
     if host:
         found = table.resolve_host(host)
         if found is not None:
+            if found[0].name != name:
+                raise ModelNotFound(
+                    f"model '{name}' is not served at host {host.split(':')[0]!r}, which is "
+                    f"service '{found[0].name}'"
+                )
             return found
     route = table.get(name)
     if route is None:

@@ -52,13 +52,26 @@ def test_routes_by_model_name_in_path(
     assert gateway.sample("echo", protocol, "200") == before + 1
 
 
-def test_routes_by_knative_host_header_before_path(client: httpx.Client) -> None:
-    # The path names "split" (whose 100% backend is "a" too), the host names "echo": host wins.
-    response = client.post("/v2/models/whatever/infer", content=V2_BODY,
+def test_routes_by_knative_host_header(client: httpx.Client) -> None:
+    response = client.post("/v2/models/echo/infer", content=V2_BODY,
                            headers={"host": "echo.default.example.com:8080"})
     assert response.status_code == 200
     assert response.headers[REVISION] == "echo-00001"
-    assert response.json()["name"] == "whatever"
+    assert response.json()["name"] == "echo"
+
+
+def test_a_host_refuses_a_path_naming_another_model(client: httpx.Client) -> None:
+    # The host names "echo"; "split" is another service and "whatever" none: both refused,
+    # never forwarded to echo's backend (a Triton there would serve any of its models).
+    for model in ("split", "whatever"):
+        response = client.post(f"/v2/models/{model}/infer", content=V2_BODY,
+                               headers={"host": "echo.default.example.com:8080"})
+        assert response.status_code == 404
+        assert response.json()["error"] == (
+            f"model '{model}' is not served at host 'echo.default.example.com', which is "
+            "service 'echo'"
+        )
+        assert response.headers[REVISION] == "none"
 
 
 def test_forwards_query_and_chosen_headers_only(client: httpx.Client) -> None:

@@ -93,3 +93,39 @@ def test_grpc_answers_are_the_backends_bytes(
     via_gateway, direct = answers
     assert via_gateway == direct
     assert via_gateway.outputs
+
+
+def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
+    iris_gateway: GatewayServer,
+) -> None:
+    # tritonclient.http's get_server_metadata (GET /v2), KServe's v1 is_server_live (GET /),
+    # and gRPC ServerMetadata: answered by the gateway itself, with the extensions it serves.
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{iris_gateway.http_port}")
+    assert client.get_server_metadata() == {
+        "name": "modelserve-gateway",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data", "parameters"],
+    }
+    assert client.is_server_live()
+    root = httpx.get(f"http://127.0.0.1:{iris_gateway.http_port}/")
+    assert root.status_code == 200 and root.json() == {"status": "alive"}
+    with grpc.insecure_channel(f"127.0.0.1:{iris_gateway.grpc_port}") as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata(
+            pb.ServerMetadataRequest()
+        )
+    assert list(reply.extensions) == ["binary_tensor_data", "parameters"]
+
+
+def test_kserve_v1_client_liveness_through_the_gateway(iris_gateway: GatewayServer) -> None:
+    import asyncio
+
+    from kserve import InferenceRESTClient, RESTConfig
+
+    async def live() -> bool:
+        client = InferenceRESTClient(RESTConfig(protocol="v1"))
+        try:
+            return bool(await client.is_server_live(f"http://127.0.0.1:{iris_gateway.http_port}"))
+        finally:
+            await client.close()
+
+    assert asyncio.run(live())
