@@ -43,6 +43,7 @@ from gateway.dataplane.answers import (
     refusal,
 )
 from gateway.dataplane.auth import API_KEY_HEADER
+from gateway.dataplane.backend_errors import client_error_status
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
@@ -255,6 +256,7 @@ class _RestDataPlane:
         except ModelServeError as exc:
             return error_response(exc, attempt.revision)
         status, headers, content = upstream.status, upstream.headers, upstream.content
+        status = client_error_status(status, content)  # Triton's 500s for malformed JSON
         headers.append((_REVISION, attempt.revision.encode("latin-1")))
         if status >= 200 and status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(content)))

@@ -129,3 +129,36 @@ def test_killed_tritonservers_are_restarted_like_any_component(platform: Platfor
     assert statuses <= {200, 503}, statuses  # down means 503, never a 500 or a hang
     restarted = _tritonserver_pids(platform)
     assert len(restarted) == 2 and not restarted & victims
+
+
+MALFORMED = [
+    b'{"inputs": [',
+    b'{"inputs": {}}',
+    b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": "abc", "data": [1]}]}',
+    b'{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 8, 8], "data": [1, 2]}]}',
+    b"{}",
+    b"null",
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_malformed_v2_json_to_triton_is_a_client_error(platform: Platform, body: bytes) -> None:
+    # tritonserver answers these 500; the gateway reclassifies them (backend_errors.py), so a
+    # client's mistake is a 4xx with Triton's own message, counted as one in /metrics.
+    def count() -> float:
+        text = httpx.get(f"{platform.url}/metrics").text
+        for line in text.splitlines():
+            if (line.startswith("modelserve_gateway_requests_total{")
+                    and 'service="triton-digits"' in line and 'code="400"' in line
+                    and 'protocol="v2"' in line):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    response = httpx.post(f"{platform.url}/v2/models/triton-digits/infer", content=body,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(("failed to parse", "Unable to parse"))
+    assert count() == before + 1
+    # Triton keeps serving.
+    assert httpx.get(f"{platform.url}/v2/models/triton-digits/ready").status_code == 200
