@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv browser run test lint build-models bench bench-tf bench-triton bench-peers clean
+.PHONY: install triton-venv browser run test lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
 
 install: $(STAMP) triton-venv browser
 
@@ -43,6 +43,12 @@ bench-triton: install
 
 bench-peers: install
 	$(BIN)/python loadtests/bench_peers.py --markdown
+
+# Triton's own perf_analyzer (2.60, installed once into ~/.cache by tools/perf-analyzer.sh:
+# the wheel and Debian trixie's libc from the package mirrors, ~1 min) against triton-digits
+# through the gateway and directly, in one run.
+bench-perf-analyzer: install
+	$(BIN)/python loadtests/bench_perf_analyzer.py --perf-analyzer "$$(tools/perf-analyzer.sh)"
 
 clean:
 	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtests/reports

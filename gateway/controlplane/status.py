@@ -108,6 +108,7 @@ def replica_details(replica: Replica) -> dict[str, Any]:
         "ready": replica.ready,
         "draining": replica.draining,
         "url": replica.entry.plan.http_url,
+        "grpcTarget": replica.entry.plan.grpc_target,
         "processes": [
             {
                 "name": s.name,

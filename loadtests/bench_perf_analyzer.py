@@ -1,0 +1,95 @@
+"""Benchmark (not a test): Triton's own `perf_analyzer`, unmodified, against triton-digits
+through the gateway and against the tritonserver behind it, in one run.
+
+    make bench-perf-analyzer        # installs perf_analyzer once (tools/perf-analyzer.sh)
+    .venv/bin/python loadtests/bench_perf_analyzer.py --perf-analyzer PATH [--seconds 5]
+
+`modelserve up inferenceservices/triton-digits.yaml` on free ports; the tritonserver's own
+HTTP and gRPC ports are read from the control plane's status (the replica's URL). For each
+protocol (http, grpc) and concurrency (1, 16) it prints perf_analyzer's throughput and
+average latency for both targets and the gateway's ratio to Triton. Traffic goes to
+127.0.0.1 only; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import Platform, run_platform  # noqa: E402
+
+MODEL = "triton-digits"
+SHAPE = "images:1,8,8"
+MANIFEST = ROOT / "inferenceservices" / "triton-digits.yaml"
+_THROUGHPUT = re.compile(r"Concurrency: \d+, throughput: ([\d.]+) infer/sec, latency (\d+) usec")
+
+
+def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: float
+        ) -> tuple[float, float]:
+    """(infer/s, average latency in ms) as perf_analyzer measured them."""
+    window_ms = str(int(seconds * 1000))
+    command = [perf_analyzer, "-m", MODEL, "-u", url, "-i", protocol, "--shape", SHAPE,
+               "--concurrency-range", str(concurrency), "--measurement-interval", window_ms,
+               "--max-trials", "3", "--stability-percentage", "50"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    match = _THROUGHPUT.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(
+            f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return float(match.group(1)), int(match.group(2)) / 1000
+
+
+def _triton_ports(platform: Platform) -> tuple[str, str]:
+    """The tritonserver's own HTTP and gRPC addresses (its replica's, from the status)."""
+    with platform.admin() as admin:
+        doc = admin.get(f"/v1/services/{MODEL}").json()
+    replica = doc["status"]["modelserve"]["revisions"][0]["replicaDetails"][0]
+    return str(replica["url"]).removeprefix("http://"), str(replica["grpcTarget"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--perf-analyzer", required=True, help="the perf_analyzer executable")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement window")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    from servers.demo_models import build_all
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        build_all(models)
+        with run_platform(models, Path(tmp), files=[MANIFEST]) as platform:
+            triton_http, triton_grpc = _triton_ports(platform)
+            targets = {
+                "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},
+                "grpc": {"gateway": platform.grpc_target, "triton": triton_grpc},
+            }
+            print(f"\n{'protocol':8} {'conc':>4} {'target':8} {'infer/s':>9} {'avg ms':>8} "
+                  f"{'gw/triton':>9}")
+            for protocol, urls in targets.items():
+                for concurrency in args.concurrency:
+                    measured = {
+                        name: run(args.perf_analyzer, url, protocol, concurrency, args.seconds)
+                        for name, url in urls.items()
+                    }
+                    for name, (rps, latency) in measured.items():
+                        ratio = ""
+                        if name == "gateway" and measured["triton"][0]:
+                            ratio = f"{rps / measured['triton'][0]:.2f}x"
+                        print(f"{protocol:8} {concurrency:>4} {name:8} {rps:>9.0f} "
+                              f"{latency:>8.2f} {ratio:>9}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
