@@ -38,6 +38,7 @@ from servers.errors import (
     UnsupportedMediaType,
     error_body,
 )
+from servers.model_config import derive_config
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
 
@@ -215,7 +216,29 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         app.add_route(path, v2_infer, methods=["POST"])
     app.add_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
     app.add_route("/metrics", metrics, methods=["GET"])
+    _install_config_routes(app, dataplane)
     app.add_exception_handler(ModelServeError, handle_error)
     app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_exception_handler(ClientGone, handle_gone)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+
+def _install_config_routes(app: FastAPI, dataplane: DataPlane) -> None:
+    """The model configuration extension: Triton's schema, derived (`servers.model_config`)."""
+
+    async def model_config(request: Request) -> Response:
+        name = request.path_params["model_name"]
+        await _check_model(dataplane, name)
+        model = dataplane.model_registry.get_model(name)
+        version = request.path_params.get("model_version")
+        versions = getattr(model, "versions", ("1",))
+        if version is not None and version not in versions:
+            raise ModelNotFound(f"model '{name}' has no version '{version}'")
+        config = derive_config(model, await dataplane.model_metadata(name))
+        return Response(orjson.dumps(config), media_type=JSON)
+
+    for path in (
+        "/v2/models/{model_name}/config",
+        "/v2/models/{model_name}/versions/{model_version}/config",
+    ):
+        app.add_route(path, model_config, methods=["GET"])

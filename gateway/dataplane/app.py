@@ -144,7 +144,7 @@ def _match(method: str, path: str) -> tuple[str, str, bool] | None:
         return (parts[0], "v2", False) if method == "GET" else None
     if tail == "infer" and method == "POST":
         return parts[0], "v2", True
-    if tail == "ready" and method == "GET":
+    if tail in ("ready", "config") and method == "GET":
         return parts[0], "v2", False
     return None
 
@@ -391,6 +391,7 @@ def _add_proxy_routes(app: FastAPI, plane: _RestDataPlane) -> None:
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_route(prefix + "/infer", v2_call, ["POST"])
         app.add_route(prefix + "/ready", v2_get, ["GET"])
+        app.add_route(prefix + "/config", v2_get, ["GET"])  # Triton's model configuration
         app.add_route(prefix, v2_get, ["GET"])
 
 

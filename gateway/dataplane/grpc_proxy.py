@@ -69,7 +69,9 @@ SERVICE = "inference.GRPCInferenceService"
 TFSERVING_SERVICE = "tensorflow.serving.PredictionService"
 REVISION_KEY = "x-modelserve-revision"
 GRPC_MAX_IDLE_MS = 5 * 60 * 1000  # an idle client connection is closed after this
-_FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer")
+# `ModelConfig` is Triton's (its grpc_service.proto, not KServe's); its request's field 1 is the
+# model name too, so it is forwarded as the others are.
+_FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer", "ModelConfig")
 _TFSERVING_CALLS = ("Predict", "GetModelMetadata", "Classify", "Regress", "MultiInference")
 # Metadata gRPC itself manages; everything else the client sent goes to the backend.
 _DROPPED_METADATA = ("user-agent", "grpc-", ":")
