@@ -21,7 +21,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse, to_http_para
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import decode_inputs, make_response
 
-__all__ = ["TensorModel", "TensorOutputs", "off_loop"]
+__all__ = ["SINGLE_VERSION", "ServedModel", "TensorModel", "TensorOutputs", "off_loop"]
 
 T = TypeVar("T")
 # Output name -> (array, v2 datatype).
@@ -34,7 +34,20 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     return await loop.run_in_executor(None, functools.partial(fn, *args))
 
 
-class TensorModel(kserve.Model):
+# What a model that has no versions of its own serves (sklearn, the transformers): version "1".
+SINGLE_VERSION: tuple[str, ...] = ("1",)
+
+
+class ServedModel(kserve.Model):
+    """The base of every model our servers register: a kserve.Model that knows its versions."""
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions this model serves, as the v2 protocol names them (strings)."""
+        return SINGLE_VERSION
+
+
+class TensorModel(ServedModel):
     """A kserve.Model whose subclasses implement `infer_v1` and `infer_v2`."""
 
     async def predict(

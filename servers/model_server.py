@@ -21,11 +21,11 @@ from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 
 from servers.grpc_model_config import model_config_service
+from servers.grpc_servicer import InferenceServicer
 from servers.rest import install_routes
 
 __all__ = ["GrpcService", "ModelServer", "freeze_startup_heap"]

@@ -3,9 +3,11 @@
 KServe's own inference routes answer 500 for several client errors (a v2 body without `id`
 from `tritonclient.http`, a binary body whose sizes don't match, a v1 body sent with curl's
 form content type) and 422 in FastAPI's own format for others. These routes are registered
-before KServe's, so they take the inference paths; everything else (health, metadata, model
-repository, /metrics) stays KServe's. Model calls still go through KServe's DataPlane, so
-transformers' preprocess/predict/postprocess and KServe's metrics work as usual.
+before KServe's, so they take the inference paths, and the metadata and versioned routes
+(KServe lists no versions and answers 501 for those: see `servers/versions.py`); everything
+else (health, unversioned ready, model repository) stays KServe's. Model calls still go
+through KServe's DataPlane, so transformers' preprocess/predict/postprocess and KServe's
+metrics work as usual.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from servers.errors import (
     ModelNotFound,
     ModelServeError,
+    NotReady,
     PayloadTooLarge,
     UnsupportedMediaType,
     error_body,
@@ -41,6 +44,7 @@ from servers.errors import (
 from servers.model_config import derive_config
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
+from servers.versions import check_version, model_metadata, model_ready
 
 __all__ = ["BodyLimitMiddleware", "install_routes"]
 
@@ -173,6 +177,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
 
     async def v2_infer(request: Request) -> Response:
         name = request.path_params["model_name"]
+        check_version(dataplane, name, request.path_params.get("model_version"))
         await _check_model(dataplane, name)
         headers = dict(request.headers)
         _check_content_type(headers)
@@ -182,6 +187,16 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         extra.update({k: v for k, v in response_headers.items() if k.lower() != "content-length"})
         media = "application/octet-stream" if HEADER_LENGTH in extra else JSON
         return Response(body, media_type=media, headers=extra)
+
+    async def v2_metadata(request: Request) -> Response:
+        name, version = request.path_params["model_name"], request.path_params.get("model_version")
+        return JSONResponse(await model_metadata(dataplane, name, version))
+
+    async def v2_ready(request: Request) -> Response:
+        name, version = request.path_params["model_name"], request.path_params["model_version"]
+        if not await model_ready(dataplane, name, version):
+            raise NotReady(f"model '{name}' is not ready")
+        return JSONResponse({"name": name, "ready": True})
 
     async def v1_predict(request: Request) -> Response:
         name = request.path_params["model_name"]
@@ -214,6 +229,9 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
         "/v2/models/{model_name}/versions/{model_version}/infer",
     ):
         app.add_route(path, v2_infer, methods=["POST"])
+    for path in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}"):
+        app.add_route(path, v2_metadata, methods=["GET"])
+    app.add_route("/v2/models/{model_name}/versions/{model_version}/ready", v2_ready, ["GET"])
     app.add_route("/v1/models/{model_name}:predict", v1_predict, methods=["POST"])
     app.add_route("/metrics", metrics, methods=["GET"])
     _install_config_routes(app, dataplane)

@@ -61,6 +61,12 @@ class TensorFlowPredictor(TensorModel):
             raise NotReady(f"model '{self.name}' is not loaded")
         return self.backend
 
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The SavedModel's version directory served (the highest), or the TF Serving
+        backend's version: TF Serving's default policy serves the latest only."""
+        return (str(self._backend.version),)
+
     def signature(self, name: Any) -> Signature:
         """The signature called `name` (the server's default when None), or a 400."""
         if name is None:

@@ -28,7 +28,7 @@ from servers.errors import (
     ModelServeError,
     NotReady,
 )
-from servers.model import TensorModel, TensorOutputs
+from servers.model import SINGLE_VERSION, TensorModel, TensorOutputs
 from servers.protocol.tensors import datatype_of, decode_tensor, tensor_to_json_data
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import decode_inputs, make_response
@@ -131,6 +131,11 @@ class TritonPredictor(TensorModel):
         if self.metadata is None:
             raise NotReady(f"model '{self.name}' is not loaded")
         return self.metadata
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions Triton serves the model in (its metadata), "1" if it names none."""
+        return self._loaded().versions or SINGLE_VERSION
 
     # -- inference -------------------------------------------------------------------------
     async def _infer(self, tensors: Tensors, requested: list[str]) -> Tensors:

@@ -215,6 +215,32 @@ def test_bad_v1_rows_are_a_400_before_triton(predictor: ServerProcess) -> None:
         assert response.status_code == 400, (body, response.text)
 
 
+def test_versions_are_tritons_and_an_unknown_one_is_a_404(
+    triton: TritonServer, predictor: ServerProcess
+) -> None:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    own = httpx.get(f"http://{triton.http_target}/v2/models/{DIGITS_MODEL}", timeout=10).json()
+    doc = httpx.get(f"{predictor.http_url}/v2/models/{NAME}", timeout=10).json()
+    assert doc["versions"] == own["versions"] and doc["versions"]
+    known = doc["versions"][0]
+    ready = httpx.get(f"{predictor.http_url}/v2/models/{NAME}/versions/{known}/ready", timeout=10)
+    assert ready.json() == {"name": NAME, "ready": True}
+    start = predictor.log.stat().st_size
+    expected = f"model '{NAME}' has no version '99'; it serves {doc['versions']}"
+    answer = httpx.get(f"{predictor.http_url}/v2/models/{NAME}/versions/99", timeout=10)
+    assert answer.status_code == 404 and answer.json() == {"error": expected}
+    with grpc.insecure_channel(predictor.grpc_target) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        assert stub.ModelReady(pb.ModelReadyRequest(name=NAME, version=known)).ready
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelReady(pb.ModelReadyRequest(name=NAME, version="99"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == expected
+    assert "Traceback" not in predictor.log.read_bytes()[start:].decode(errors="replace")
+
+
 def test_a_model_our_server_does_not_have_is_a_404(predictor: ServerProcess) -> None:
     response = httpx.post(f"{predictor.http_url}/v2/models/nope/infer",
                           json=_v2_body(np.zeros((1, 8, 8), np.float32)), timeout=10)

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import kserve
 import numpy as np
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -57,6 +56,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
 from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES, grpc_message_options
+from servers.model import ServedModel
 from servers.protocol import v1
 from servers.protocol.tensors import DATATYPES
 from servers.protocol.v2 import decode_inputs, make_response
@@ -186,7 +186,7 @@ def _image_spec(doc: Any) -> ImageSpec:
     return ImageSpec(size["height"], size["width"], float(max_value), invert)
 
 
-class ImageTransformer(kserve.Model):
+class ImageTransformer(ServedModel):
     """Decodes images for a classifier predictor and names its top-k classes."""
 
     # Decoding is the expensive part: stop it when a REST client leaves (`servers/rest.py`);

@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import kserve
 import numpy as np
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from servers.errors import BackendUnavailable, InvalidInput, ModelLoadError
 from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES, grpc_message_options
+from servers.model import ServedModel
 from servers.protocol import v1
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.storage import read_metadata, resolve_model_dir
@@ -30,7 +30,7 @@ PREDICTOR_INPUT = "input-0"
 PREDICTOR_OUTPUT = "predict"
 
 
-class TabularTransformer(kserve.Model):
+class TabularTransformer(ServedModel):
     """Orders named features for a tabular predictor and names its predicted classes.
 
     `grpc_options` (the gRPC message limits) apply to its gRPC client to the predictor.
