@@ -62,6 +62,17 @@ def test_no_batching_settings_keeps_full_shapes() -> None:
     assert [t["dims"] for t in config["input"] + config["output"]] == [[-1, 3], [-1]]
 
 
+def test_image_transformer_request_limit_is_its_max_batch_size() -> None:
+    # Images per request (--max_batch_size of the image transformer): a limit, no merging.
+    model = SimpleNamespace(limits=SimpleNamespace(max_batch_size=64))
+    metadata = {"name": "m", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}]}
+    config = derive_config(model, metadata)
+    assert config["max_batch_size"] == 64 and "dynamic_batching" not in config
+    assert config["input"] == [
+        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}}
+    ]
+
+
 def test_fixed_leading_dimension_declares_no_batch() -> None:
     model = SimpleNamespace(batching=BatchSettings(max_batch_size=8))
     config = derive_config(model, _metadata([1, 28, 28], [-1, 10]))
