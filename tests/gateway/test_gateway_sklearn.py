@@ -104,7 +104,7 @@ def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
     assert client.get_server_metadata() == {
         "name": "modelserve-gateway",
         "version": "0.1.0",
-        "extensions": ["binary_tensor_data", "parameters"],
+        "extensions": ["binary_tensor_data", "parameters", "model_configuration"],
     }
     assert client.is_server_live()
     root = httpx.get(f"http://127.0.0.1:{iris_gateway.http_port}/")
@@ -113,7 +113,7 @@ def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata(
             pb.ServerMetadataRequest()
         )
-    assert list(reply.extensions) == ["binary_tensor_data", "parameters"]
+    assert list(reply.extensions) == ["binary_tensor_data", "parameters", "model_configuration"]
 
 
 def test_kserve_v1_client_liveness_through_the_gateway(iris_gateway: GatewayServer) -> None:
