@@ -496,11 +496,13 @@ def test_find_route_by_tag_host_then_by_name() -> None:
     other = ServiceRoute("other", backends=(be(A, "http://127.0.0.1:1"),))
     table.update(route)
     table.update(other)
-    assert find_route(table, "ignored", "latest-svc.default.example.com:8080") == (route, "latest")
-    assert find_route(table, "ignored", "prev-svc.default.example.com") == (route, "prev")
+    assert find_route(table, "svc", "latest-svc.default.example.com:8080") == (route, "latest")
+    assert find_route(table, "svc", "prev-svc.default.example.com") == (route, "prev")
     assert find_route(table, "svc", "svc.default.example.com") == (route, None)
-    # The host wins over the path's model name; an unknown host falls back to the name.
-    assert find_route(table, "other", "svc.default.example.com") == (route, None)
+    # A host names the service, and the path must name its model: another model is refused
+    # (never sent to svc's backend); an unknown host falls back to the name.
+    with pytest.raises(ModelNotFound, match="model 'other' is not served at host"):
+        find_route(table, "other", "svc.default.example.com")
     assert find_route(table, "other", "127.0.0.1:8080") == (other, None)
     assert find_route(table, "other", None) == (other, None)
     with pytest.raises(ModelNotFound, match="model 'nope' not found"):
