@@ -37,7 +37,7 @@ def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: 
     window_ms = str(int(seconds * 1000))
     command = [perf_analyzer, "-m", MODEL, "-u", url, "-i", protocol, "--shape", SHAPE,
                "--concurrency-range", str(concurrency), "--measurement-interval", window_ms,
-               "--max-trials", "3", "--stability-percentage", "50"]
+               "--max-trials", "8", "--stability-percentage", "100"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     match = _THROUGHPUT.search(done.stdout)
     if done.returncode != 0 or match is None:
