@@ -35,14 +35,15 @@ class ServerProcess:
     http_port: int
     grpc_port: int
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
@@ -61,8 +62,11 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
 
 
 @contextmanager
-def run_server(module: str, args: list[str], log_dir: Path) -> Iterator[ServerProcess]:
-    """Start `python -m module args` on free ports and stop it afterwards."""
+def run_server(
+    module: str, args: list[str], log_dir: Path, host: str = "127.0.0.1"
+) -> Iterator[ServerProcess]:
+    """Start `python -m module args` on free ports and stop it afterwards; `host` is where it
+    is reached (a server told to bind another loopback address, e.g. 127.0.0.2)."""
     http_port, grpc_port = free_port(), free_port()
     log = log_dir / f"{module.replace('.', '_')}_{http_port}.log"
     command = [
@@ -82,8 +86,8 @@ def run_server(module: str, args: list[str], log_dir: Path) -> Iterator[ServerPr
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}/v2/health/ready", process, log)
-        yield ServerProcess(process, http_port, grpc_port, log)
+        wait_ready(f"http://{host}:{http_port}/v2/health/ready", process, log)
+        yield ServerProcess(process, http_port, grpc_port, log, host)
     finally:
         process.terminate()
         try:

@@ -1,7 +1,8 @@
 """Components listen on loopback unless told otherwise: real servers, their sockets read with
 psutil (the process and every child: REST workers, tritonserver), never 0.0.0.0 or [::].
 
-`MODELSERVE_BIND_ADDRESS` (what the images set to 0.0.0.0) moves every listener of a component.
+`MODELSERVE_BIND_ADDRESS` (what the images set to 0.0.0.0) moves every listener of a component:
+shown here with another loopback address, 127.0.0.2, so that no test listens beyond loopback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from servers.triton.install import TritonInstall
 from tests.support import ServerProcess, free_port, run_server
 
 LOOPBACK = {"127.0.0.1", "::1"}
+MOVED = "127.0.0.2"  # another loopback address (Linux routes all of 127.0.0.0/8 to lo)
 
 
 def _plain(address: str) -> str:
@@ -93,20 +95,20 @@ def test_tritonserver_listens_on_loopback_only(
 def test_bind_address_from_the_environment_moves_rest_and_grpc(
     iris_dir: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What the images set: in a pod the port must be reachable from outside.
-    monkeypatch.setenv("MODELSERVE_BIND_ADDRESS", "0.0.0.0")
+    # What the images set (to 0.0.0.0: in a pod the port must be reachable from outside).
+    monkeypatch.setenv("MODELSERVE_BIND_ADDRESS", MOVED)
     args = ["--model_name=sklearn-iris", f"--model_dir={iris_dir}"]
-    with run_server("servers.sklearn", args, logs) as server:
+    with run_server("servers.sklearn", args, logs, host=MOVED) as server:
         sockets = listening(server.process.pid)
     assert {server.http_port, server.grpc_port} <= {port for _, port in sockets}, sockets
-    # gRPC core binds 0.0.0.0 as a dual-stack [::] socket (all addresses, as 0.0.0.0).
-    assert {address for address, _ in sockets} <= {"0.0.0.0", "::"}, sockets
+    # Every listener moved: none left on 127.0.0.1.
+    assert {address for address, _ in sockets} == {MOVED}, sockets
 
 
 def test_bind_address_flag_overrides_the_environment(
     iris_dir: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MODELSERVE_BIND_ADDRESS", "0.0.0.0")
+    monkeypatch.setenv("MODELSERVE_BIND_ADDRESS", MOVED)
     args = ["--model_name=sklearn-iris", f"--model_dir={iris_dir}", "--bind_address=127.0.0.1"]
     with run_server("servers.sklearn", args, logs) as server:
         assert_loopback_only(server)
