@@ -21,6 +21,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from servers.errors import InvalidInput, ModelNotFound, ModelServeError
 from servers.model_config import derive_config
+from servers.versions import check_version
 
 __all__ = ["encode_model_config_response", "model_config_service"]
 
@@ -96,16 +97,12 @@ async def _config_of(dataplane: DataPlane, request: bytes) -> bytes:
     except DecodeError:
         raise InvalidInput("malformed ModelConfigRequest") from None
     name = parsed.name
+    check_version(dataplane, name, parsed.version)  # the model, and the version if one is named
     try:
-        model = dataplane.model_registry.get_model(name)
         metadata = await dataplane.model_metadata(name)
     except KServeModelNotFound:
-        model = None
-    if model is None:
-        raise ModelNotFound(f"model '{name}' not found on this server")
-    versions = getattr(model, "versions", ("1",))
-    if parsed.version and parsed.version not in versions:
-        raise ModelNotFound(f"model '{name}' has no version '{parsed.version}'")
+        raise ModelNotFound(f"model '{name}' not found on this server") from None
+    model = dataplane.model_registry.get_model(name)
     return encode_model_config_response(derive_config(model, metadata))
 
 

@@ -247,11 +247,8 @@ def _install_config_routes(app: FastAPI, dataplane: DataPlane) -> None:
     async def model_config(request: Request) -> Response:
         name = request.path_params["model_name"]
         await _check_model(dataplane, name)
+        check_version(dataplane, name, request.path_params.get("model_version"))
         model = dataplane.model_registry.get_model(name)
-        version = request.path_params.get("model_version")
-        versions = getattr(model, "versions", ("1",))
-        if version is not None and version not in versions:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'")
         config = derive_config(model, await dataplane.model_metadata(name))
         return Response(orjson.dumps(config), media_type=JSON)
 
