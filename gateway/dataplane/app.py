@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.bodies import read_body
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.answers import (
     REVISION_HEADER,
@@ -52,7 +53,6 @@ from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
     ModelServeError,
-    PayloadTooLarge,
     error_body,
 )
 
@@ -241,9 +241,9 @@ class _RestDataPlane:
             target += b"?" + scope["query_string"]
         body: bytes | None = None
 
-        async def read_body() -> None:
+        async def read_request_body() -> None:
             nonlocal body
-            body = await self._read_body(receive, found.length)
+            body = await read_body(receive, found.length, self.settings.max_body_bytes)
 
         def send(backend: Backend) -> Awaitable[UpstreamResponse]:
             return forwarder.forward(backend.http_url, method, target, found.forwarded, body)
@@ -251,7 +251,7 @@ class _RestDataPlane:
         try:
             upstream = await dispatch(
                 self.table, route, tag, self.settings, send, attempt,
-                read_body if has_body else None,
+                read_request_body if has_body else None,
             )
         except ModelServeError as exc:
             return error_response(exc, attempt.revision)
@@ -261,30 +261,6 @@ class _RestDataPlane:
         if status >= 200 and status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(content)))
         return _Answer(status, headers, content)
-
-    async def _read_body(self, receive: Receive, length: int | None) -> bytes:
-        """The request body, refusing more than `max_body_bytes` (declared or streamed)."""
-        limit = self.settings.max_body_bytes
-        too_large = f"request body exceeds the limit of {limit} bytes"
-        if length is not None and length > limit:
-            raise PayloadTooLarge(too_large)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # http.disconnect
-                raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(too_large)
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
 
 
 def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHeaders:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.controlplane.api.documents import parse_document, read_body
+from gateway.bodies import read_body
+from gateway.controlplane.api.documents import parse_document
 from servers.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 MANIFEST = b"""apiVersion: serving.kserve.io/v1beta1
@@ -77,7 +78,7 @@ def _receiver(chunks: list[bytes]) -> tuple[Any, list[int]]:
 def test_a_streamed_body_stops_being_read_once_past_the_limit() -> None:
     receive, reads = _receiver([b"x" * 1000] * 300)
     with pytest.raises(PayloadTooLarge, match="limit of 4096 bytes"):
-        asyncio.run(read_body(receive, None, 4096))
+        asyncio.run(read_body(receive, None, 4096, "the control plane's"))
     assert reads[0] == 5  # not one chunk more than needed to cross the limit
 
 

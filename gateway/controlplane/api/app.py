@@ -26,8 +26,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from gateway.bodies import read_body
 from gateway.controlplane.api.dashboard import MetricsHistory, add_dashboard_routes
-from gateway.controlplane.api.documents import parse_document_async, read_body
+from gateway.controlplane.api.documents import parse_document_async
 from gateway.controlplane.api.guard import AdminGuard
 from gateway.controlplane.api.tokens import AdminTokens
 from gateway.dataplane.answers import error_response, json_response
@@ -101,10 +102,14 @@ class _RolloutRoutes:
         app.add_route("/v1/services/{name}", self.delete_service, ["DELETE"])
         app.add_route("/v1/services/{name}/try", self.try_service, ["POST"])
 
-    async def _document(self, request: Request) -> Any:
-        body = await read_body(
-            request.receive, _declared_length(request), self.settings.max_body_bytes
+    async def _body(self, request: Request) -> bytes:
+        return await read_body(
+            request.receive, _declared_length(request), self.settings.max_body_bytes,
+            "the control plane's",
         )
+
+    async def _document(self, request: Request) -> Any:
+        body = await self._body(request)
         return await parse_document_async(
             body, request.headers.get("content-type"), self.settings.max_document_depth
         )
@@ -156,9 +161,7 @@ class _RolloutRoutes:
             path = f"/v2/models/{name}/infer"
         else:
             raise InvalidInput(f"protocol must be v1 or v2, not {protocol!r}")
-        body = await read_body(
-            request.receive, _declared_length(request), self.settings.max_body_bytes
-        )
+        body = await self._body(request)
         headers = {"content-type": "application/json"}
         if self.inference_key is not None:
             headers[API_KEY_HEADER] = self.inference_key

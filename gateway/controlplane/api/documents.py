@@ -1,8 +1,7 @@
-"""Request bodies of the control plane, read and parsed so that no body can stall the gateway.
+"""Request bodies of the control plane, parsed so that no body can stall the gateway.
 
-- **Read while streaming, never past the limit**: a declared `Content-Length` over the limit
-  is refused before a byte is read, a chunked body as soon as it crosses it; the rest of the
-  body is never buffered (the connection is closed after the 413).
+- **Read while streaming, never past the limit** (`gateway.bodies.read_body`, the data
+  plane's reader too); the connection is closed after the 413.
 - **YAML without anchors and aliases** (KServe manifests never need them; a 645-byte YAML
   with seven levels of aliases expands to ~300 MB: "billion laughs"), with a nesting limit.
   PyYAML's safe loader builds only plain types; this one also refuses `&anchor` and `*alias`
@@ -19,10 +18,8 @@ from typing import Any
 
 import orjson
 import yaml
-from starlette.requests import ClientDisconnect
-from starlette.types import Receive
 
-from servers.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from servers.errors import InvalidInput, UnsupportedMediaType
 
 __all__ = [
     "BODY_MEDIA_TYPES",
@@ -31,7 +28,6 @@ __all__ = [
     "media_type",
     "parse_document",
     "parse_document_async",
-    "read_body",
 ]
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml"})
@@ -50,28 +46,6 @@ BODY_MEDIA_TYPES = YAML_TYPES | JSON_TYPES
 def media_type(content_type: str | None) -> str:
     """The media type of a Content-Type value, lower-case, without parameters."""
     return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The request body, refusing (PayloadTooLarge) a declared or streamed size over `limit`
-    without reading further. ClientDisconnect when the client goes away."""
-    too_large = f"request body exceeds the control plane's limit of {limit} bytes"
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(too_large)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(too_large)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 class _NoAliasLoader(yaml.SafeLoader):
