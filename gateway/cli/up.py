@@ -229,7 +229,7 @@ def _policy(args: argparse.Namespace) -> LaunchPolicy:
 
 def _bind(host: str, port: int, flag: str) -> socket.socket:
     with argv_hidden():
-        from gateway.dataplane.server import bind_socket
+        from gateway.listener import bind_socket
     try:
         return bind_socket(host, port)
     except OSError as exc:

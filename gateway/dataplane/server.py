@@ -6,13 +6,8 @@ so Ctrl-C / SIGTERM reach the CLI, which calls `stop()` to drain both servers to
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
-from collections.abc import Iterator
 from typing import Any
-
-import uvicorn
 
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.answers import REVISION_HEADER
@@ -21,38 +16,11 @@ from gateway.dataplane.grpc_proxy import GrpcProxy
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.dataplane.resolve import NO_REVISION
 from gateway.frontdoor import FrontDoor, raise_nofile_limit
+from gateway.listener import HttpListener, bind_socket
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 
-__all__ = ["GatewayServer", "bind_socket", "front_door_config"]
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without signal handlers of its own."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for the REST server (port 0: a free one).
-
-    Created with an explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted
-    from sockets whose `proto` says TCP, and without it a response written as headers + body
-    waits ~40 ms for the client's delayed ACK on kept-alive connections (Nagle).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(False)
-    return sock
+__all__ = ["GatewayServer", "front_door_config"]
 
 
 def front_door_config(settings: GatewaySettings) -> dict[str, Any]:
@@ -97,8 +65,7 @@ class GatewayServer:
             documents=lambda: _documents(table), outliers=table.outliers
         )
         self.admission = admission or Admission.from_settings(settings)
-        self._uvicorn: _Uvicorn | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._rest: HttpListener | None = None
         self._grpc: GrpcProxy | None = None
 
     async def start(self, sock: socket.socket | None = None) -> None:
@@ -108,20 +75,8 @@ class GatewayServer:
             sock = bind_socket(self.host, self.http_port)
         self.http_port = sock.getsockname()[1]
         app = create_app(self.table, self.settings, self.metrics, self.admission)
-        # proxy_headers off: uvicorn would otherwise take the client address from
-        # X-Forwarded-For for local peers (a header any client can write, and the rate
-        # limit's client without auth), building a dict of every request's headers to do so.
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", proxy_headers=False,
-            **front_door_config(self.settings),
-        )
-        self._uvicorn = _Uvicorn(config)
-        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
-        while not self._uvicorn.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the gateway's REST server stopped during start-up")
-            await asyncio.sleep(0.01)
+        self._rest = HttpListener(app, **front_door_config(self.settings))
+        await self._rest.start(sock, "the gateway's REST server")
         if self.grpc_port is not None:
             self._grpc = GrpcProxy(self.table, self.settings, self.metrics, self.admission)
             self.grpc_port = await self._grpc.start(self.host, self.grpc_port)
@@ -131,9 +86,7 @@ class GatewayServer:
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None
-        if self._uvicorn is not None and self._task is not None:
-            self._uvicorn.config.timeout_graceful_shutdown = max(1, round(grace))
-            self._uvicorn.should_exit = True
-            await self._task
-            self._uvicorn = self._task = None
+        if self._rest is not None:
+            await self._rest.stop(grace)
+            self._rest = None
         await self.table.outliers.aclose()  # no probe outlives the servers

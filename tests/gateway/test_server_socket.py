@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from gateway.dataplane.server import bind_socket
+from gateway.listener import bind_socket
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:

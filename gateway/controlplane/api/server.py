@@ -7,24 +7,14 @@ server it has no signal handlers of its own: the CLI stops both.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
-from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.dataplane.server import bind_socket
+from gateway.listener import HttpListener, bind_socket
 
 __all__ = ["AdminServer"]
-
-
-class _Uvicorn(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class AdminServer:
@@ -34,12 +24,9 @@ class AdminServer:
     def __init__(
         self, app: ASGIApp, host: str = "127.0.0.1", port: int = 8082, **config: Any
     ) -> None:
-        self.app = app
         self.host = host
         self.port = port
-        self.config = config
-        self._uvicorn: _Uvicorn | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._listener = HttpListener(app, **config)
 
     @property
     def url(self) -> str:
@@ -51,26 +38,8 @@ class AdminServer:
         if sock is None:
             sock = bind_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            proxy_headers=False,
-            **self.config,
-        )
-        self._uvicorn = _Uvicorn(config)
-        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
-        while not self._uvicorn.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the control plane's server stopped during start-up")
-            await asyncio.sleep(0.01)
+        await self._listener.start(sock, "the control plane's server")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting requests and let running ones finish for up to `grace` s."""
-        if self._uvicorn is not None and self._task is not None:
-            self._uvicorn.config.timeout_graceful_shutdown = max(1, round(grace))
-            self._uvicorn.should_exit = True
-            await self._task
-            self._uvicorn = self._task = None
+        await self._listener.stop(grace)
