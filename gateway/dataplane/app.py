@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -39,6 +38,7 @@ from gateway.bodies import read_body
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.answers import (
     REVISION_HEADER,
+    add_error_handlers,
     error_response,
     json_response,
     refusal,
@@ -371,24 +371,6 @@ def _add_proxy_routes(app: FastAPI, plane: _RestDataPlane) -> None:
         app.add_route(prefix, v2_get, ["GET"])
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    async def on_model_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ModelServeError)
-        return error_response(exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        # Starlette's own 404 (unknown path) and 405, in our error format and with the header.
-        assert isinstance(exc, HTTPException)
-        return json_response(error_body(str(exc.detail)), exc.status_code)
-
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        return json_response(error_body(f"gateway error: {exc!r}"), 500)
-
-    app.add_exception_handler(ModelServeError, on_model_error)
-    app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_crash)
-
-
 def create_app(
     table: RoutingTable,
     settings: GatewaySettings,
@@ -425,6 +407,6 @@ def create_app(
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics, admission)
     _add_proxy_routes(app, plane)
-    _add_error_handlers(app)
+    add_error_handlers(app, "gateway")
     app.plane = plane
     return app

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import httpx
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -31,7 +30,7 @@ from gateway.controlplane.api.dashboard import MetricsHistory, add_dashboard_rou
 from gateway.controlplane.api.documents import parse_document_async
 from gateway.controlplane.api.guard import AdminGuard
 from gateway.controlplane.api.tokens import AdminTokens
-from gateway.dataplane.answers import error_response, json_response
+from gateway.dataplane.answers import add_error_handlers, error_response, json_response
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
@@ -42,7 +41,6 @@ from servers.errors import (
     ModelNotFound,
     ModelServeError,
     PayloadTooLarge,
-    error_body,
 )
 
 __all__ = ["Rollouts", "create_admin_app"]
@@ -192,6 +190,10 @@ class _NoRollouts(ModelServeError):
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    """The gateway's error answers (`add_error_handlers`), and two of the control plane's:
+    a 413 closes the connection, and a client gone mid-body gets no answer."""
+    add_error_handlers(app, "control plane")
+
     async def on_model_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ModelServeError)
         response = error_response(exc)
@@ -200,20 +202,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             response.headers["connection"] = "close"
         return response
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return json_response(error_body(str(exc.detail)), exc.status_code)
-
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # nobody is there to read it
 
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        return json_response(error_body(f"control plane error: {exc!r}"), 500)
-
     app.add_exception_handler(ModelServeError, on_model_error)
-    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
-    app.add_exception_handler(Exception, on_crash)
 
 
 def create_admin_app(
