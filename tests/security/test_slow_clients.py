@@ -18,21 +18,18 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from servers.demo_models import build_iris
-from tests.support import ROOT, free_port, wait_ready
+from tests.support import ROOT, Platform, run_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -43,18 +40,8 @@ BODY_TIMEOUT_S = 5.0
 PREDICT = {"instances": [[6.8, 2.8, 4.8, 1.4]]}
 
 
-@dataclass
-class Gateway:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def open_files(self) -> int:
-        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+def _open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _limit_files() -> None:
@@ -62,32 +49,14 @@ def _limit_files() -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """`modelserve up inferenceservices/sklearn-iris.yaml` as `tests.support.run_platform`
-    starts it, but under `ulimit -n 1024` (run_platform has no hook for that)."""
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`modelserve up inferenceservices/sklearn-iris.yaml` under `ulimit -n 1024`."""
     tmp = tmp_path_factory.mktemp("slow_clients")
     build_iris(tmp / "models")
-    port, grpc_port = free_port(), free_port()
-    log = tmp / "modelserve_up.log"
-    command = [str(Path(sys.executable).parent / "modelserve"), "up",
-               str(ROOT / "inferenceservices" / "sklearn-iris.yaml"),
-               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
-               "--models-dir", str(tmp / "models")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "MODELSERVE_GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env=env, preexec_fn=_limit_files)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", process, log, timeout=120)
-        yield Gateway(process, port, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"MODELSERVE_GATEWAY_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+    files = [ROOT / "inferenceservices" / "sklearn-iris.yaml"]
+    with run_platform(tmp / "models", tmp, files, env=env, preexec_fn=_limit_files) as running:
+        yield running
 
 
 def _probe(url: str) -> bool:
@@ -106,7 +75,7 @@ def _raise_own_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def test_normal_clients_are_served_through_a_slowloris_attack(gateway: Gateway) -> None:
+def test_normal_clients_are_served_through_a_slowloris_attack(gateway: Platform) -> None:
     attacker = subprocess.Popen(
         [sys.executable, "-m", "tests.security.test_slow_clients", str(gateway.port),
          str(ATTACKERS), str(ATTACK_S)],
@@ -122,7 +91,7 @@ def test_normal_clients_are_served_through_a_slowloris_attack(gateway: Gateway) 
             start = time.monotonic()
             results.append(_probe(gateway.url))
             took.append(time.monotonic() - start)
-            most_files = max(most_files, gateway.open_files())
+            most_files = max(most_files, _open_files(gateway.process.pid))
             time.sleep(0.2)
         out, _ = attacker.communicate(timeout=ATTACK_S + 60)
     finally:
@@ -145,7 +114,7 @@ def test_normal_clients_are_served_through_a_slowloris_attack(gateway: Gateway) 
     assert served >= 0.9, f"only {served:.0%} of the probes were served"
 
 
-def test_body_short_of_its_length_gets_408_within_the_body_timeout(gateway: Gateway) -> None:
+def test_body_short_of_its_length_gets_408_within_the_body_timeout(gateway: Platform) -> None:
     head = (b"POST /v1/models/sklearn-iris:predict HTTP/1.1\r\nhost: gateway\r\n"
             b"content-type: application/json\r\ncontent-length: 100\r\n\r\n")
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=BODY_TIMEOUT_S * 4) as sock:
