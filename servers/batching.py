@@ -8,6 +8,9 @@ flight; requests that arrive meanwhile queue up and form the next batch (up to
 call fails, its requests are retried one by one so a bad request fails alone. The queue is
 bounded: beyond `max_queue` waiting requests, new ones get 503.
 
+For the statistics extension each request's wait is its `queue` time and its batch's call its
+`compute_infer`; the call is one execution of its batch size, counted once for all its requests.
+
 Rows are one array, or several named arrays that share dimension 0 (a TensorFlow signature's
 inputs and outputs); either way a batch is their concatenation along dimension 0.
 """
@@ -24,6 +27,7 @@ from typing import TypeAlias
 import numpy as np
 
 from servers.errors import ModelServeError, NotReady
+from servers.statistics import RequestTiming, current_timing
 
 __all__ = ["AdaptiveBatcher", "BatchSettings", "QueueFull", "Rows"]
 
@@ -73,6 +77,8 @@ def _slice(rows: Rows, start: int, stop: int) -> Rows:
 class _Pending:
     rows: Rows
     future: asyncio.Future[Rows]
+    timing: RequestTiming | None
+    submitted_ns: int
 
 
 RowFunction = Callable[[Rows], Rows]
@@ -97,7 +103,10 @@ class AdaptiveBatcher:
         if len(self._queue) >= self.settings.max_queue:
             raise QueueFull(f"{len(self._queue)} requests already wait for the model; retry later")
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(rows, future))
+        timing = current_timing()
+        if timing is not None:
+            timing.batched = True  # its executions are counted here, per batch
+        self._queue.append(_Pending(rows, future, timing, time.perf_counter_ns()))
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="adaptive batcher")
@@ -138,14 +147,14 @@ class AdaptiveBatcher:
         if not batch:
             return
         try:
-            results = await self._call(_concat([p.rows for p in batch]))
+            results = await self._call(_concat([p.rows for p in batch]), batch)
         except Exception as exc:  # noqa: BLE001 - delivered to the waiters, not lost
             if len(batch) == 1:
                 _settle(batch[0], exc)
                 return
             for pending in batch:  # a bad request must fail alone
                 try:
-                    _settle(pending, await self._call(pending.rows))
+                    _settle(pending, await self._call(pending.rows, [pending]))
                 except Exception as single:  # noqa: BLE001
                     _settle(pending, single)
             return
@@ -155,10 +164,23 @@ class AdaptiveBatcher:
             _settle(pending, _slice(results, offset, offset + count))
             offset += count
 
-    async def _call(self, rows: Rows) -> Rows:
+    async def _call(self, rows: Rows, batch: list[_Pending]) -> Rows:
         self.calls += 1
         loop = asyncio.get_running_loop()
+        started = time.perf_counter_ns()
         results = await loop.run_in_executor(None, self.fn, rows)
+        infer_ns = time.perf_counter_ns() - started
+        counted = False
+        for pending in batch:
+            timing = pending.timing
+            if timing is None:
+                continue
+            if not counted:  # one execution for the whole batch (its requests share a model)
+                timing.statistics.executed(_count(rows), infer_ns)
+                counted = True
+            timing.add("queue", started - pending.submitted_ns)
+            timing.add("compute_infer", infer_ns)
+            pending.submitted_ns = time.perf_counter_ns()  # a retry alone waits afresh
         expected = _count(rows)
         lengths = (
             {len(results)}

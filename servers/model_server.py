@@ -24,7 +24,7 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 
-from servers.grpc_model_config import model_config_service
+from servers.grpc_extensions import triton_extensions_service
 from servers.grpc_servicer import InferenceServicer
 from servers.rest import install_routes
 
@@ -80,7 +80,7 @@ class _GRPCServer(GRPCServer):
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self._data_plane, self._model_repository_extension), self._server
         )
-        model_config_service(self._data_plane)(self._server)  # Triton's, not in KServe's proto
+        triton_extensions_service(self._data_plane)(self._server)  # not in KServe's proto
         for add_service in self._services:
             add_service(self._server)
         self._server.add_insecure_port(_listen_address(self._address, self._port))

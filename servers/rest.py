@@ -44,7 +44,7 @@ from servers.errors import (
 from servers.model_config import derive_config
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
-from servers.versions import check_version, model_metadata, model_ready
+from servers.versions import check_version, model_metadata, model_ready, model_statistics
 
 __all__ = ["BodyLimitMiddleware", "install_routes"]
 
@@ -224,6 +224,7 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     async def handle_gone(_: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # written to a closed connection: never read
 
+    _install_statistics_routes(app, dataplane)  # first: `/v2/models/stats` is no model name
     for path in (
         "/v2/models/{model_name}/infer",
         "/v2/models/{model_name}/versions/{model_version}/infer",
@@ -257,3 +258,19 @@ def _install_config_routes(app: FastAPI, dataplane: DataPlane) -> None:
         "/v2/models/{model_name}/versions/{model_version}/config",
     ):
         app.add_route(path, model_config, methods=["GET"])
+
+
+def _install_statistics_routes(app: FastAPI, dataplane: DataPlane) -> None:
+    """The statistics extension (`servers/statistics.py`): one model, or every model."""
+
+    async def stats(request: Request) -> Response:
+        name = request.path_params.get("model_name", "")
+        doc = model_statistics(dataplane, name, request.path_params.get("model_version"))
+        return Response(orjson.dumps(doc), media_type=JSON)
+
+    for path in (
+        "/v2/models/stats",
+        "/v2/models/{model_name}/stats",
+        "/v2/models/{model_name}/versions/{model_version}/stats",
+    ):
+        app.add_route(path, stats, methods=["GET"])

@@ -15,7 +15,7 @@ from kserve.protocol.dataplane import DataPlane
 from servers.errors import ModelNotFound
 from servers.model import SINGLE_VERSION
 
-__all__ = ["check_version", "model_metadata", "model_ready"]
+__all__ = ["check_version", "model_metadata", "model_ready", "model_statistics"]
 
 
 def check_version(dataplane: DataPlane, name: str, version: str | None) -> tuple[str, ...]:
@@ -45,3 +45,22 @@ async def model_ready(dataplane: DataPlane, name: str, version: str | None) -> b
     check_version(dataplane, name, version)
     return bool(await dataplane.model_ready(name))
 
+
+
+def model_statistics(dataplane: DataPlane, name: str, version: str | None) -> dict[str, Any]:
+    """The statistics extension's answer (`{"model_stats": [...]}`, Triton's schema) for model
+    `name` at `version`, or for every model when `name` is empty (as Triton answers)."""
+    if name:
+        versions = check_version(dataplane, name, version)
+        models = {name: dataplane.model_registry.get_model(name)}
+    else:
+        models = dict(dataplane.model_registry.get_models())
+        versions = ()
+    stats = []
+    for model_name, model in sorted(models.items()):
+        counters = getattr(model, "statistics", None)
+        if counters is None:
+            continue  # a kserve.Model that is not one of ours counts nothing
+        served = versions or tuple(getattr(model, "versions", SINGLE_VERSION))
+        stats.append(counters.document(model_name, version or served[-1]))
+    return {"model_stats": stats}

@@ -60,6 +60,7 @@ from servers.model import ServedModel
 from servers.protocol import v1
 from servers.protocol.tensors import DATATYPES
 from servers.protocol.v2 import decode_inputs, make_response
+from servers.statistics import current_timing, phase
 from servers.storage import read_metadata, resolve_model_dir
 from servers.transformers.image.limits import (
     Cancellation,
@@ -564,8 +565,13 @@ class ImageTransformer(ServedModel):
         self.limits.check_batch_size(len(values))  # before asking the predictor anything
         spec = await self.predictor_input()
         # Decoding is CPU work: off the loop, and stopped between images once abandoned.
-        batch = await run_cancellable(functools.partial(self._batch, values, spec), cancellation)
-        scores = await self._scores(batch, spec, headers)
+        with phase("compute_input"):
+            batch = await run_cancellable(
+                functools.partial(self._batch, values, spec), cancellation
+            )
+        if (timing := current_timing()) is not None:
+            timing.rows = len(values)
+        scores = await self._scores(batch, spec, headers)  # compute_infer: the rest
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         top_scores = np.take_along_axis(scores, order, axis=1)
         top_labels = np.asarray(self.target_names, dtype=np.object_)[order]

@@ -21,6 +21,7 @@ from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES, grpc_message_options
 from servers.model import ServedModel
 from servers.protocol import v1
 from servers.protocol.v2 import decode_inputs, make_response
+from servers.statistics import current_timing, phase
 from servers.storage import read_metadata, resolve_model_dir
 from servers.transformers.upstream import predictor_errors, predictor_grpc_client
 
@@ -137,16 +138,20 @@ class TabularTransformer(ServedModel):
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
         """Encode for the predictor, call it, and name the classes it predicts."""
-        matrix = self.to_matrix(payload)
-        tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
-        tensor.set_data_from_numpy(matrix, binary_data=True)
-        request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
-        result = await self._call_predictor(request, headers)
-        labels = self._labels(result)
-        if isinstance(payload, InferRequest):
-            names = np.array([label.encode() for label in labels], dtype=np.object_)
-            return make_response(payload, self.name, {"label": (names, "BYTES")})
-        return {"predictions": labels}
+        with phase("compute_input"):
+            matrix = self.to_matrix(payload)
+            tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
+            tensor.set_data_from_numpy(matrix, binary_data=True)
+            request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
+        if (timing := current_timing()) is not None:
+            timing.rows = len(matrix)
+        result = await self._call_predictor(request, headers)  # compute_infer: the rest
+        with phase("compute_output"):
+            labels = self._labels(result)
+            if isinstance(payload, InferRequest):
+                names = np.array([label.encode() for label in labels], dtype=np.object_)
+                return make_response(payload, self.name, {"label": (names, "BYTES")})
+            return {"predictions": labels}
 
     async def _call_predictor(
         self, request: InferRequest, headers: dict[str, str] | None
