@@ -228,7 +228,9 @@ def test_example_list_with_context_merges_the_context(
     values = [r.value for r in stub.Regress(request, timeout=10).result.regressions]
     plain = regression_pb2.RegressionRequest(model_spec=request.model_spec)
     plain.input.example_list.examples.extend(make_examples(images[:1]))
-    assert values == [stub.Regress(plain, timeout=10).result.regressions[0].value] * 2
+    alone = stub.Regress(plain, timeout=10).result.regressions[0].value
+    # A batch of 2 and a batch of 1 may run different float kernels: equal to rounding.
+    np.testing.assert_allclose(values, [alone] * 2, rtol=1e-5)
 
 
 def test_multi_inference_runs_every_task(
