@@ -49,6 +49,7 @@ from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
 from gateway.dataplane.serverinfo import server_metadata
+from gateway.dataplane.statistics import service_statistics
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -129,7 +130,7 @@ def _match(method: str, path: str) -> tuple[str, str, bool] | None:
     if not path.startswith("/v2/models/"):
         return None
     parts = path[11:].split("/")
-    if not parts[0]:
+    if not parts[0] or path == "/v2/models/stats":  # every model's statistics: not a name
         return None
     count = len(parts)
     if count >= 3 and parts[1] == "versions":
@@ -284,6 +285,29 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
     return found
 
 
+def _add_statistics_routes(app: FastAPI, plane: _RestDataPlane) -> None:
+    """The statistics extension: summed over replicas (gateway/dataplane/statistics.py)."""
+
+    async def stats(request: Request) -> Response:
+        if (failed := refusal(plane.admission, plane.metrics, request)) is not None:
+            return failed
+        forwarder = plane.forwarder
+        assert forwarder is not None, "the app's lifespan did not run"
+        name = request.path_params.get("name", "")
+        doc = await service_statistics(
+            plane.table, forwarder, name, request.path_params.get("version"),
+            request.headers.get("host"),
+        )
+        return json_response(doc)
+
+    for path in (
+        "/v2/models/stats",
+        "/v2/models/{name}/stats",
+        "/v2/models/{name}/versions/{version}/stats",
+    ):
+        app.add_route(path, stats, ["GET"])
+
+
 def _add_info_routes(
     app: FastAPI,
     table: RoutingTable,
@@ -406,6 +430,7 @@ def create_app(
     )
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics, admission)
+    _add_statistics_routes(app, plane)  # before the proxy's `/v2/models/{name}`
     _add_proxy_routes(app, plane)
     add_error_handlers(app, "gateway")
     app.plane = plane

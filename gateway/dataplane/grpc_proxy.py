@@ -1,15 +1,16 @@
 """The gateway's gRPC data plane: v2 `inference.GRPCInferenceService` and TF Serving's
 `tensorflow.serving.PredictionService`, proxied as raw bytes.
 
-The v2 server-level calls (`ServerLive`, `ServerReady`, `ServerMetadata`) are answered here.
-The model-level calls are read only as far as the model name and forwarded, bytes unchanged, to
-the backend's `grpc_target` over one cached channel per target: v2 `ModelReady`,
-`ModelMetadata`, `ModelInfer` carry it in field 1; TF Serving's `Predict`, `GetModelMetadata`,
-`Classify`, `Regress` in field 1 (`name`) of field 1 (`model_spec`), and `MultiInference` in
-its first task's `model_spec`. The wire format is walked by hand, so the gateway imports
-neither TensorFlow nor its protos, and never parses a tensor. Backend status codes and details
-pass through unchanged; the gateway's own failures map from the shared error types in one
-place (`_abort`).
+The v2 server-level calls (`ServerLive`, `ServerReady`, `ServerMetadata`) are answered here,
+and so is Triton's `ModelStatistics` (the replicas' counters summed, gateway/dataplane/
+statistics.py). The model-level calls are read only as far as the model name
+(gateway/dataplane/grpc_wire.py) and forwarded, bytes unchanged, to the backend's
+`grpc_target` over one cached channel per target: v2 `ModelReady`, `ModelMetadata`,
+`ModelInfer`, Triton's `ModelConfig`; TF Serving's `Predict`, `GetModelMetadata`, `Classify`,
+`Regress`, `MultiInference`. `ModelStreamInfer` sends each request of the stream as a
+`ModelInfer` and answers in order (gateway/dataplane/grpc_stream.py). Backend status codes
+and details pass through unchanged; the gateway's own failures map from the shared error types
+in one place (`_abort`).
 Every call gets initial metadata `x-modelserve-revision`; an unknown model is NOT_FOUND in
 each protocol's words (TF Serving's `Servable not found for request: Latest(<name>)`).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn, TypeAlias
 from urllib.parse import unquote
 
@@ -32,7 +33,10 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
+from gateway.dataplane.grpc_stream import answer_in_order, stream_error, stream_response
+from gateway.dataplane.grpc_wire import read_model_name, read_model_spec, read_strings
 from gateway.dataplane.metrics import GatewayMetrics
+from gateway.dataplane.proxy import HttpForwarder
 from gateway.dataplane.resolve import (
     NO_REVISION,
     UNKNOWN_SERVICE,
@@ -43,27 +47,22 @@ from gateway.dataplane.resolve import (
     find_route,
 )
 from gateway.dataplane.serverinfo import EXTENSIONS, SERVER_NAME, SERVER_VERSION
+from gateway.dataplane.statistics import service_statistics
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
     BackendTimeout,
     BackendUnavailable,
-    InvalidInput,
     ModelNotFound,
     ModelServeError,
     TooManyRequests,
     UpstreamError,
     status_for_http,
 )
+from servers.protocol.statistics_wire import encode_statistics_response
 from servers.tensorflow.signatures import servable_not_found
 
-__all__ = [
-    "SERVICE",
-    "TFSERVING_SERVICE",
-    "GrpcProxy",
-    "read_model_name",
-    "read_model_spec",
-]
+__all__ = ["SERVICE", "TFSERVING_SERVICE", "GrpcProxy"]
 
 SERVICE = "inference.GRPCInferenceService"
 TFSERVING_SERVICE = "tensorflow.serving.PredictionService"
@@ -72,116 +71,13 @@ GRPC_MAX_IDLE_MS = 5 * 60 * 1000  # an idle client connection is closed after th
 # `ModelConfig` is Triton's (its grpc_service.proto, not KServe's); its request's field 1 is the
 # model name too, so it is forwarded as the others are.
 _FORWARDED_CALLS = ("ModelReady", "ModelMetadata", "ModelInfer", "ModelConfig")
+_INFER_PATH = f"/{SERVICE}/ModelInfer"
 _TFSERVING_CALLS = ("Predict", "GetModelMetadata", "Classify", "Regress", "MultiInference")
 # Metadata gRPC itself manages; everything else the client sent goes to the backend.
 _DROPPED_METADATA = ("user-agent", "grpc-", ":")
 
 Context: TypeAlias = "aio.ServicerContext[bytes, bytes]"
 Handler = Callable[[bytes, Context], Awaitable[bytes]]
-
-
-def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """`(field, wire type, start, end)` of each field in `data[start:end]`, in wire order.
-
-    For a length-delimited field (wire type 2) start..end is its payload; nothing is decoded
-    or copied, so walking a large `ModelInferRequest` costs a few steps per field.
-    """
-    pos = start
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value_end = _varint(data, pos, end)[1]
-        elif wire == 1:
-            value_end = pos + 8
-        elif wire == 5:
-            value_end = pos + 4
-        elif wire == 2:
-            size, pos = _varint(data, pos, end)
-            value_end = pos + size
-        else:
-            raise InvalidInput(f"malformed request: unsupported wire type {wire}")
-        if value_end > end:
-            raise InvalidInput("malformed request: truncated field")
-        yield field, wire, pos, value_end
-        pos = value_end
-
-
-def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise InvalidInput("malformed request: truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _text(data: bytes, start: int, end: int) -> str:
-    try:
-        return data[start:end].decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("malformed request: the model name is not UTF-8") from None
-
-
-def read_model_name(message: bytes) -> str:
-    """Field 1 (`name` / `model_name`, a string) of a serialized v2 model request.
-
-    As protobuf parsers do, the last occurrence wins, so the gateway routes by the name the
-    backend will read.
-    """
-    found: tuple[int, int] | None = None
-    for field, wire, start, end in _fields(message, 0, len(message)):
-        if field == 1 and wire == 2:
-            found = (start, end)
-    if found is None:
-        raise InvalidInput("request names no model")
-    return _text(message, *found)
-
-
-def read_model_spec(message: bytes, first_task: bool = False) -> tuple[str, int | None]:
-    """The model name and version (None: the latest) of a serialized TF Serving request.
-
-    `model_spec` is field 1 of Predict, GetModelMetadata, Classify and Regress requests; with
-    `first_task` (MultiInference) it is field 1 of the first of the `tasks` (field 1).
-    Occurrences of a message field merge, as protobuf parsers do: the last name wins, and a
-    `version_label` (field 4) after a `version` (field 2, an Int64Value) replaces it.
-    """
-    outer: list[tuple[int, int]] = []
-    for field, wire, start, end in _fields(message, 0, len(message)):
-        if field == 1 and wire == 2:
-            outer.append((start, end))
-            if first_task:
-                break
-    if first_task:
-        if not outer:
-            raise InvalidInput("Expected at least one task")
-        task_start, task_end = outer[0]
-        outer = [
-            (start, end)
-            for field, wire, start, end in _fields(message, task_start, task_end)
-            if field == 1 and wire == 2
-        ]
-    if not outer:
-        raise InvalidInput("Missing ModelSpec")
-    name: tuple[int, int] | None = None
-    version: int | None = None
-    for spec_start, spec_end in outer:
-        for field, wire, start, end in _fields(message, spec_start, spec_end):
-            if field == 1 and wire == 2:
-                name = (start, end)
-            elif field == 2 and wire == 2:
-                version = version or 0  # present but empty: version 0
-                for inner, inner_wire, value_start, _ in _fields(message, start, end):
-                    if inner == 1 and inner_wire == 0:
-                        value = _varint(message, value_start, end)[0]
-                        version = value - (1 << 64) if value >= 1 << 63 else value
-            elif field == 4 and wire == 2:
-                version = None
-    return ("" if name is None else _text(message, *name)), version
 
 
 async def _abort(context: Context, exc: ModelServeError) -> NoReturn:
@@ -225,6 +121,7 @@ class GrpcProxy:
             ("grpc.max_connection_idle_ms", GRPC_MAX_IDLE_MS),
         ]
         self._server: aio.Server | None = None
+        self._http: HttpForwarder | None = None
         self._channels: dict[str, aio.Channel] = {}
         self._stubs: dict[tuple[str, str], aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
@@ -235,6 +132,8 @@ class GrpcProxy:
             "ServerLive": _unary(self._server_live),
             "ServerReady": _unary(self._server_ready),
             "ServerMetadata": _unary(self._server_metadata),
+            "ModelStatistics": _unary(self._model_statistics),
+            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self._stream_infer),
         }
         for method in _FORWARDED_CALLS:
             handlers[method] = _unary(self._forwarder(SERVICE, method, self._v2_route))
@@ -251,6 +150,7 @@ class GrpcProxy:
             raise OSError(f"gRPC proxy cannot listen on {host}:{port}")
         await server.start()
         self._server = server
+        self._http = HttpForwarder(self.settings)  # the statistics are read over REST
         return bound
 
     async def stop(self, grace: float) -> None:
@@ -258,6 +158,9 @@ class GrpcProxy:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
         for channel in channels:
             await channel.close()
@@ -277,6 +180,40 @@ class GrpcProxy:
             name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
         )
         return metadata.SerializeToString()
+
+    async def _stream_infer(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[bytes]:
+        """`ModelStreamInfer`: each request admitted, routed and sent as a `ModelInfer`
+        (gateway/dataplane/grpc_stream.py), answered in order."""
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+
+        async def answer(request: bytes) -> bytes:
+            try:
+                response = await self._send_counted(
+                    _INFER_PATH, request, context, self._v2_route, announce=False
+                )
+            except ModelServeError as exc:
+                return stream_error(request, exc.message)
+            return stream_response(response)
+
+        async for response in answer_in_order(requests, answer):
+            yield response
+
+    async def _model_statistics(self, request: bytes, context: Context) -> bytes:
+        """`ModelStatistics`: the REST answer's counters (gateway/dataplane/statistics.py),
+        in Triton's protobuf."""
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        assert self._http is not None, "the proxy is not started"
+        try:
+            if self.admission.enabled:
+                self._admit(context)
+            fields = read_strings(request, (1, 2))
+            doc = await service_statistics(self.table, self._http, fields.get(1, ""),
+                                           fields.get(2))
+        except ModelServeError as exc:
+            await _abort(context, exc)
+        return encode_statistics_response(doc)
 
     def _forwarder(
         self, service: str, method: str, locate: Callable[[bytes], ServiceRoute]
@@ -308,11 +245,26 @@ class GrpcProxy:
         context: Context,
         locate: Callable[[bytes], ServiceRoute],
     ) -> bytes:
+        try:
+            return await self._send_counted(path, request, context, locate, announce=True)
+        except ModelServeError as exc:
+            await _abort(context, exc)
+
+    async def _send_counted(
+        self,
+        path: str,
+        request: bytes,
+        context: Context,
+        locate: Callable[[bytes], ServiceRoute],
+        announce: bool,
+    ) -> bytes:
+        """Admit, route and send one request and count it; raises the ModelServeError that
+        answers it. With `announce`, the call's initial metadata names the revision."""
         start = time.perf_counter()
         route: ServiceRoute | None = None
         attempt = Attempt()
         dropped: tuple[str, ...] = _DROPPED_METADATA
-        announced = False
+        announced = not announce
 
         async def send(backend: Backend) -> bytes:
             nonlocal announced
@@ -336,7 +288,7 @@ class GrpcProxy:
             self._count(route, attempt.revision, exc.grpc_code, start)
             if not announced:
                 await context.send_initial_metadata(((REVISION_KEY, attempt.revision),))
-            await _abort(context, exc)
+            raise
         except asyncio.CancelledError:
             self._count(route, attempt.revision, grpc.StatusCode.CANCELLED, start)
             raise

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from gateway.dataplane.grpc_proxy import GrpcProxy, read_model_name
+from gateway.dataplane.grpc_proxy import GrpcProxy
+from gateway.dataplane.grpc_wire import read_model_name
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from servers.errors import InvalidInput

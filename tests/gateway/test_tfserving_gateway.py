@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
-from gateway.dataplane.grpc_proxy import read_model_spec
+from gateway.dataplane.grpc_wire import read_model_spec
 from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
