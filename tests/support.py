@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -234,3 +236,18 @@ def triton_grpc_infer(
         raise RuntimeError(f"tritonclient.grpc failed:\n{completed.stderr}")
     result: dict[str, object] = json.loads(completed.stdout)
     return result
+
+
+def iris_manifest(name: str, *, replicas: tuple[int, int], args: tuple[str, ...] = (),
+                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """inferenceservices/sklearn-iris.yaml renamed, with other replica bounds and args."""
+    doc = yaml.safe_load((ROOT / "inferenceservices" / "sklearn-iris.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["metadata"]["annotations"].update(annotations or {})
+    predictor = doc["spec"]["predictor"]
+    predictor["minReplicas"], predictor["maxReplicas"] = replicas
+    container = predictor["containers"][0]
+    container["args"] = [
+        f"--model_name={name}" if a.startswith("--model_name") else a for a in container["args"]
+    ] + list(args)
+    return doc

@@ -202,6 +202,14 @@ class KPA:
         self._delay = _MaxWindow(s.scale_down_delay, s.tick) if s.scale_down_delay > 0 else None
         self._max_panic_pods = self.initial_ready
 
+    def forget(self) -> None:
+        """Drop everything observed (the revision was scaled to zero by hand): until new
+        samples come, the decision keeps the current scale."""
+        self.initial_ready = 0
+        self.__post_init__()
+        self._fresh, self._panic_time = True, None
+        self._last_active = self._inactive_since = None
+
     @property
     def panicking(self) -> bool:
         return self._panic_time is not None

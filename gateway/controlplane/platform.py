@@ -17,6 +17,10 @@ What KServe's controller, Knative and the kubelet do in a cluster, reduced to on
 - **Routes.** The routing table is kept in step: the replicas that are ready, the split, and
   the InferenceService document the control plane's `GET /v1/services` answers
   (`status.py`). The data plane only reads it.
+- **Load and unload** (Triton's repository extension, mapped): `load` wakes a service at zero
+  and waits until it is ready; `unload` scales a `minReplicas: 0` service to zero and clears
+  its autoscaler's history, so that it stays there until a request or a `load` comes.
+  Neither runs anything that is not already a service's.
 - **Policy.** Every plan passes the launch and storage policy (`policy.py`) before anything
   starts, for `up`'s own manifests and the rollout API's alike.
 
@@ -72,6 +76,7 @@ from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
 from gateway.settings import AutoscalerDefaults
 from servers.errors import (
     ModelNotFound,
+    NotReady,
     PermissionDenied,
     UnprocessableEntity,
     UnsupportedMediaType,
@@ -89,6 +94,7 @@ __all__ = [
 
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
+LOAD_TIMEOUT_S = 300.0  # how long a repository `load` waits for a woken service
 
 
 class ModelDirMissing(FileNotFoundError):
@@ -276,6 +282,58 @@ class LocalPlatform:
         replicas = [r for revision in service.revisions for r in revision.replicas]
         await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
         self._write(f"service {name} deleted")
+
+    async def load(self, name: str, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        """Wake service `name`'s revisions with traffic if they are at zero, and wait until
+        one is ready. Raises `ModelNotFound` (404), `NotReady` (503: it cannot start, or did
+        not within `timeout_s`)."""
+        service = self._service(name)
+        routed = self._routed(service)
+        if not routed:
+            raise NotReady(not_ready_message(service))
+        for revision in routed:
+            if not revision.live:
+                self._write(f"repository load: waking {revision.name}")
+                # As the activator's demand does: a stable window before any scale-down.
+                revision.kpa.record(self._clock(), 1.0)
+                await self._scale(service, revision, max(1, revision.settings.min_replicas))
+        deadline = self._clock() + timeout_s
+        while not any(r.ready_count for r in self._routed(service)):
+            if service.deleted:
+                raise ModelNotFound(f"InferenceService '{name}' was deleted")
+            if self._clock() >= deadline:
+                raise NotReady(f"service '{name}' was not ready within {timeout_s:g} s: "
+                               f"{not_ready_message(service)}")
+            await asyncio.sleep(0.05)
+
+    async def unload(self, name: str) -> None:
+        """Scale service `name` to zero: only a service whose revisions allow it
+        (`minReplicas: 0`). Raises `ModelNotFound` (404), `UnprocessableEntity` (422)."""
+        service = self._service(name)
+        routed = self._routed(service)
+        kept = sorted({r.settings.min_replicas for r in routed if r.settings.min_replicas > 0})
+        if kept:
+            raise UnprocessableEntity(
+                f"service '{name}' keeps minReplicas: {kept[0]}, so it cannot be unloaded; "
+                "set minReplicas: 0 to let it scale to zero, or delete it"
+            )
+        for revision in routed:
+            if revision.live:
+                self._write(f"repository unload: {revision.name} to zero")
+            revision.kpa.forget()
+            await self._scale(service, revision, 0)
+
+    def _service(self, name: str) -> Service:
+        service = self._services.get(name)
+        if service is None:
+            raise ModelNotFound(f"no InferenceService named '{name}'")
+        return service
+
+    @staticmethod
+    def _routed(service: Service) -> list[Revision]:
+        """The revisions that take some of the service's traffic."""
+        named = [service.revision(t.revision) for t in service.traffic() if t.percent > 0]
+        return [r for r in named if r is not None]
 
     async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]:
         """Apply a merge or JSON patch to the service's document (`kubectl patch`).

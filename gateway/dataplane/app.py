@@ -47,6 +47,11 @@ from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.backend_errors import client_error_status
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
+from gateway.dataplane.repository import (
+    index_ready_only,
+    refuse_control_action,
+    repository_index,
+)
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
 from gateway.dataplane.serverinfo import server_metadata
 from gateway.dataplane.statistics import service_statistics
@@ -308,6 +313,26 @@ def _add_statistics_routes(app: FastAPI, plane: _RestDataPlane) -> None:
         app.add_route(path, stats, ["GET"])
 
 
+def _add_repository_routes(app: FastAPI, plane: _RestDataPlane) -> None:
+    """The repository extension's index; load/unload belong to the control plane
+    (gateway/dataplane/repository.py)."""
+
+    async def index(request: Request) -> Response:
+        if (failed := refusal(plane.admission, plane.metrics, request)) is not None:
+            return failed
+        length = request.headers.get("content-length")
+        body = await read_body(request.receive, int(length) if length and length.isdigit()
+                               else None, plane.settings.max_body_bytes)
+        return json_response(repository_index(plane.table, index_ready_only(body)))
+
+    async def control(request: Request) -> Response:
+        return error_response(refuse_control_action())
+
+    app.add_route("/v2/repository/index", index, ["POST"])
+    for action in ("load", "unload"):
+        app.add_route(f"/v2/repository/models/{{name}}/{action}", control, ["POST"])
+
+
 def _add_info_routes(
     app: FastAPI,
     table: RoutingTable,
@@ -431,6 +456,7 @@ def create_app(
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics, admission)
     _add_statistics_routes(app, plane)  # before the proxy's `/v2/models/{name}`
+    _add_repository_routes(app, plane)
     _add_proxy_routes(app, plane)
     add_error_handlers(app, "gateway")
     app.plane = plane

@@ -34,9 +34,19 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from gateway.dataplane.admission import Admission
 from gateway.dataplane.auth import API_KEY_HEADER
 from gateway.dataplane.grpc_stream import answer_in_order, stream_error, stream_response
-from gateway.dataplane.grpc_wire import read_model_name, read_model_spec, read_strings
+from gateway.dataplane.grpc_wire import (
+    read_bool,
+    read_model_name,
+    read_model_spec,
+    read_strings,
+)
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder
+from gateway.dataplane.repository import (
+    encode_index_response,
+    refuse_control_action,
+    repository_index,
+)
 from gateway.dataplane.resolve import (
     NO_REVISION,
     UNKNOWN_SERVICE,
@@ -133,6 +143,9 @@ class GrpcProxy:
             "ServerReady": _unary(self._server_ready),
             "ServerMetadata": _unary(self._server_metadata),
             "ModelStatistics": _unary(self._model_statistics),
+            "RepositoryIndex": _unary(self._repository_index),
+            "RepositoryModelLoad": _unary(self._control_action),
+            "RepositoryModelUnload": _unary(self._control_action),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self._stream_infer),
         }
         for method in _FORWARDED_CALLS:
@@ -214,6 +227,22 @@ class GrpcProxy:
         except ModelServeError as exc:
             await _abort(context, exc)
         return encode_statistics_response(doc)
+
+    async def _repository_index(self, request: bytes, context: Context) -> bytes:
+        """`RepositoryIndex`: every service and its state (gateway/dataplane/repository.py)."""
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        try:
+            if self.admission.enabled:
+                self._admit(context)
+            ready_only = read_bool(request, 2)  # RepositoryIndexRequest.ready
+        except ModelServeError as exc:
+            await _abort(context, exc)
+        return encode_index_response(repository_index(self.table, ready_only))
+
+    async def _control_action(self, request: bytes, context: Context) -> bytes:
+        """Load and unload are the control plane's: PERMISSION_DENIED, saying where."""
+        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        await _abort(context, refuse_control_action())
 
     def _forwarder(
         self, service: str, method: str, locate: Callable[[bytes], ServiceRoute]

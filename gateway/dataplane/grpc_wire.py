@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from servers.errors import InvalidInput
 
-__all__ = ["read_model_name", "read_model_spec", "read_strings"]
+__all__ = ["read_bool", "read_model_name", "read_model_spec", "read_strings"]
 
 
 def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
@@ -69,6 +69,15 @@ def read_strings(message: bytes, fields: tuple[int, ...]) -> dict[int, str]:
         if wire == 2 and field in fields:
             found[field] = (start, end)
     return {field: _text(message, *span) for field, span in found.items()}
+
+
+def read_bool(message: bytes, field_number: int) -> bool:
+    """A bool (varint) field of a serialized message; false when absent."""
+    value = False
+    for field, wire, start, _end in _fields(message, 0, len(message)):
+        if field == field_number and wire == 0:
+            value = _varint(message, start, len(message))[0] != 0
+    return value
 
 
 def read_model_name(message: bytes) -> str:

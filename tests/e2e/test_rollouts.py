@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import ROOT, Platform, run_platform
+from tests.support import Platform, iris_manifest, run_platform
 
 REVISION = "x-modelserve-revision"
 BODY = {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
@@ -35,21 +35,6 @@ FAST_AUTOSCALER = {
     "MODELSERVE_AUTOSCALER_TICK_S": "0.5",
     "MODELSERVE_AUTOSCALER_SCALE_TO_ZERO_GRACE_PERIOD_S": "1",
 }
-
-
-def iris_manifest(name: str, *, replicas: tuple[int, int], args: tuple[str, ...] = (),
-                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """inferenceservices/sklearn-iris.yaml renamed, with other replica bounds and args."""
-    doc = yaml.safe_load((ROOT / "inferenceservices" / "sklearn-iris.yaml").read_text())
-    doc["metadata"]["name"] = name
-    doc["metadata"]["annotations"].update(annotations or {})
-    predictor = doc["spec"]["predictor"]
-    predictor["minReplicas"], predictor["maxReplicas"] = replicas
-    container = predictor["containers"][0]
-    container["args"] = [
-        f"--model_name={name}" if a.startswith("--model_name") else a for a in container["args"]
-    ] + list(args)
-    return doc
 
 
 @pytest.fixture(scope="module")

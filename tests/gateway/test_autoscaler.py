@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -180,6 +181,19 @@ def test_no_data_keeps_the_current_scale_within_bounds() -> None:
     assert kpa.decide(0.0, 3).desired == 3
     assert kpa.decide(1.0, 0).desired == 1  # min_replicas 1
     assert "no data" in kpa.decide(2.0, 3).reason
+
+
+def test_forget_drops_the_history_an_unload_leaves_behind() -> None:
+    zero = dataclasses.replace(FAST, min_replicas=0)
+    kpa = KPA(zero, initial_ready=3)
+    feed(kpa, 0, 10, 30.0)
+    assert kpa.decide(9.0, 0).desired > 0  # recent load would bring replicas back
+    kpa.forget()
+    assert not kpa.panicking
+    assert kpa.decide(10.0, 0).desired == 0  # no data: stays where the unload left it
+    feed(kpa, 10, 12, 0.0)
+    decision = kpa.decide(12.0, 0)
+    assert decision.desired == 0 and "already at zero" in decision.reason
 
 
 # --- rate limits, panic ----------------------------------------------------------------------

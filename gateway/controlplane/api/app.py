@@ -7,6 +7,8 @@
 - `POST /v1/services/{name}/try?protocol=v1|v2`: the dashboard's "try it" panel; the body is
   sent to the data plane's own listener as a prediction, the answer returned as it came.
 - `/ui` and the dashboard's JSON API (`gateway.controlplane.api.dashboard`).
+- Triton's repository extension: `POST /v2/repository/index`, `.../models/{name}/load` and
+  `/unload` mapped onto the platform (`gateway.controlplane.api.repository`).
 
 Every route is behind `AdminGuard` (admin token, no cross-site request, JSON/YAML bodies
 only). Bodies are read while they stream, within `AdminSettings.max_body_bytes`, and parsed
@@ -29,6 +31,7 @@ from gateway.bodies import read_body
 from gateway.controlplane.api.dashboard import MetricsHistory, add_dashboard_routes
 from gateway.controlplane.api.documents import parse_document_async
 from gateway.controlplane.api.guard import AdminGuard
+from gateway.controlplane.api.repository import add_repository_routes
 from gateway.controlplane.api.tokens import AdminTokens
 from gateway.dataplane.answers import add_error_handlers, error_response, json_response
 from gateway.dataplane.auth import API_KEY_HEADER
@@ -57,6 +60,10 @@ class Rollouts(Protocol):
     async def patch(self, name: str, content_type: str, body: Any) -> dict[str, Any]: ...
 
     async def delete(self, name: str) -> None: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
 
 
 def _declared_length(request: Request) -> int | None:
@@ -246,6 +253,7 @@ def create_admin_app(
         openapi_url=None,
     )
     routes.add_to(app)
+    add_repository_routes(app, table, rollouts, settings.max_body_bytes)
     add_dashboard_routes(app, table, history, dashboard)
     _add_error_handlers(app)
     return AdminGuard(app, tokens, settings.allowed_hosts)

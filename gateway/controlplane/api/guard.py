@@ -12,7 +12,9 @@ make sure such a request changes nothing and reads nothing:
 3. **An admin token** in a header (`Authorization: Bearer`, or `x-modelserve-token`), never a
    cookie, so the browser never attaches it by itself. Inference API keys are not tokens.
 4. **Only JSON, YAML and the patch types** as request bodies: `text/plain` and forms are the
-   types a foreign page may send without a CORS preflight.
+   types a foreign page may send without a CORS preflight. The repository extension's
+   routes (`/v2/repository/...`) also take a body with no type, read as JSON: Triton's
+   clients send none, and check 3 already stops a foreign page there.
 
 The page itself (`/ui`, `/ui/static/*`) holds no data: it passes check 1 only, so that a link
 opens it; everything it shows comes from the JSON API behind all four.
@@ -34,6 +36,7 @@ __all__ = ["AdminGuard", "is_page"]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAME_ORIGIN = frozenset({"same-origin", "none"})
 _TOKEN = TOKEN_HEADER.encode()
+_REPOSITORY = "/v2/repository/"  # Triton's clients send these bodies without a type
 
 
 def is_page(path: str) -> bool:
@@ -116,7 +119,8 @@ class AdminGuard:
         )
         if scope["method"] in _BODY_METHODS:
             media = media_type(headers.get(b"content-type", b"").decode("latin-1"))
-            if media not in BODY_MEDIA_TYPES:
+            untyped_ok = not media and scope["path"].startswith(_REPOSITORY)
+            if media not in BODY_MEDIA_TYPES and not untyped_ok:
                 allowed = ", ".join(sorted(BODY_MEDIA_TYPES))
                 raise UnsupportedMediaType(
                     f"content type {media or '(none)'!r} is not accepted by the control "
