@@ -24,6 +24,10 @@ from tests.support import ServerProcess
 
 BATCH = np.array([[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]])
 REVISION = "sklearn-iris-predictor-00001"
+# Triton's names of the extensions every service behind the gateway answers.
+SERVED_EXTENSIONS = [
+    "binary_tensor_data", "parameters", "model_configuration", "statistics", "model_repository",
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +108,7 @@ def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
     assert client.get_server_metadata() == {
         "name": "modelserve-gateway",
         "version": "0.1.0",
-        "extensions": ["binary_tensor_data", "parameters", "model_configuration"],
+        "extensions": SERVED_EXTENSIONS,
     }
     assert client.is_server_live()
     root = httpx.get(f"http://127.0.0.1:{iris_gateway.http_port}/")
@@ -113,7 +117,7 @@ def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata(
             pb.ServerMetadataRequest()
         )
-    assert list(reply.extensions) == ["binary_tensor_data", "parameters", "model_configuration"]
+    assert list(reply.extensions) == SERVED_EXTENSIONS
 
 
 def test_kserve_v1_client_liveness_through_the_gateway(iris_gateway: GatewayServer) -> None:
