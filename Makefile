@@ -29,8 +29,10 @@ lint: install
 	$(BIN)/ruff check servers gateway tests loadtests
 	$(BIN)/mypy
 
+# perf_analyzer (tests/e2e/test_perf_analyzer.py) is installed first: ~1 min on a fresh
+# machine, then cached under ~/.cache/modelserve-perf-analyzer.
 test: lint
-	$(BIN)/pytest
+	PERF_ANALYZER="$$(tools/perf-analyzer.sh)" && MODELSERVE_PERF_ANALYZER="$$PERF_ANALYZER" $(BIN)/pytest
 
 bench: install
 	$(BIN)/python loadtests/bench_sklearn.py

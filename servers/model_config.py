@@ -6,6 +6,12 @@ schema, from the v2 metadata they already answer (`GET /v2/models/M`) and their 
 settings. Triton's data types are "TYPE_" + the v2 datatype, BYTES being TYPE_STRING. With
 `max_batch_size > 0` Triton's dims leave out the batch dimension; a tensor that is only the
 batch dimension is `dims: [1]` reshaped to `[]`, as Triton itself writes it.
+
+An input that is only the batch dimension (the image transformer's `[-1]` of encoded images)
+cannot be written so: Triton's tools take an input's shape from the metadata without its batch
+dimension, which leaves `[]`, and perf_analyzer then cannot build a request ("unable to set
+shape for the input"). Such a model declares no batch dimension (`max_batch_size: 0`, dims as
+the metadata has them), which is what its metadata says.
 """
 
 from __future__ import annotations
@@ -68,13 +74,14 @@ def derive_config(model: Any, metadata: dict[str, Any]) -> dict[str, Any]:
     """The model's configuration in Triton's schema, from its v2 `metadata`.
 
     A batch dimension is declared only when every tensor's shape starts with a variable one
-    (-1): what the server accepts as rows.
+    (-1), what the server accepts as rows, and every input has another dimension after it.
     """
     inputs: list[dict[str, Any]] = list(metadata.get("inputs") or [])
     outputs: list[dict[str, Any]] = list(metadata.get("outputs") or [])
     size, merging = max_batch_size_of(model)
     leading = all((t.get("shape") or [None])[0] == -1 for t in inputs + outputs)
-    if size < 1 or not leading:
+    rows_only = any(len(t.get("shape") or []) < 2 for t in inputs)
+    if size < 1 or not leading or rows_only:
         size, merging = 0, False
     config: dict[str, Any] = {
         "name": metadata.get("name", getattr(model, "name", "")),

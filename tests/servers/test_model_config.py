@@ -62,15 +62,15 @@ def test_no_batching_settings_keeps_full_shapes() -> None:
     assert [t["dims"] for t in config["input"] + config["output"]] == [[-1, 3], [-1]]
 
 
-def test_image_transformer_request_limit_is_its_max_batch_size() -> None:
-    # Images per request (--max_batch_size of the image transformer): a limit, no merging.
+def test_an_input_of_rows_only_declares_no_batch_dimension() -> None:
+    # The image transformer's [-1] of encoded images: batched, Triton's tools would read its
+    # shape as [] and could not build a request; so no batch dimension, dims as in metadata.
     model = SimpleNamespace(limits=SimpleNamespace(max_batch_size=64))
-    metadata = {"name": "m", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}]}
+    metadata = {"name": "m", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+                "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}]}
     config = derive_config(model, metadata)
-    assert config["max_batch_size"] == 64 and "dynamic_batching" not in config
-    assert config["input"] == [
-        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}}
-    ]
+    assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
+    assert config["input"] == [{"name": "image", "data_type": "TYPE_STRING", "dims": [-1]}]
 
 
 def test_fixed_leading_dimension_declares_no_batch() -> None:
