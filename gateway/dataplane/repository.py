@@ -27,6 +27,7 @@ __all__ = [
     "index_ready_only",
     "refuse_control_action",
     "repository_index",
+    "request_object",
     "service_state",
 ]
 
@@ -77,17 +78,23 @@ def refuse_control_action() -> PermissionDenied:
     return PermissionDenied(CONTROL_ACTION)
 
 
-def index_ready_only(body: bytes) -> bool:
-    """The `ready` flag of an index request's body (`{"ready": true}`; empty: false)."""
+def request_object(body: bytes, what: str) -> dict[str, Any]:
+    """A repository request's JSON object body (`{}` when empty), or InvalidInput naming
+    `what` it is."""
     if not body.strip():
-        return False
+        return {}
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the index request is not JSON: {exc}") from None
+        raise InvalidInput(f"the {what} request is not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise InvalidInput("the index request must be a JSON object")
-    ready = doc.get("ready", False)
+        raise InvalidInput(f"the {what} request must be a JSON object")
+    return doc
+
+
+def index_ready_only(body: bytes) -> bool:
+    """The `ready` flag of an index request's body (`{"ready": true}`; empty: false)."""
+    ready = request_object(body, "index").get("ready", False)
     if not isinstance(ready, bool):
         raise InvalidInput(f"'ready' must be true or false, got {ready!r}")
     return ready

@@ -24,7 +24,7 @@ from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from tests.gateway.upstreams import Hits, echo_app, start_grpc
-from tests.support import free_port
+from tests.support import ServerProcess, free_port
 
 T = TypeVar("T")
 
@@ -174,3 +174,21 @@ def running_gateway(
 def gateway(loop_thread: LoopThread, upstreams: tuple[Upstream, Upstream]) -> Iterator[Gateway]:
     with running_gateway(loop_thread, upstreams) as running:
         yield running
+
+
+SKLEARN_REVISION = "sklearn-iris-predictor-00001"
+
+
+@pytest.fixture(scope="session")
+def sklearn_gateway(
+    loop_thread: LoopThread, sklearn_server: ServerProcess
+) -> Iterator[GatewayServer]:
+    """A gateway with one service, sklearn-iris, served by the session's real sklearn server
+    (revision `SKLEARN_REVISION`), default settings."""
+    table = RoutingTable()
+    backend = Backend(SKLEARN_REVISION, sklearn_server.http_url, sklearn_server.grpc_target)
+    table.update(ServiceRoute("sklearn-iris", backends=(backend,)))
+    server = GatewayServer(table, GatewaySettings(), http_port=0, grpc_port=0)
+    loop_thread.run(server.start())
+    yield server
+    loop_thread.run(server.stop(grace=1))

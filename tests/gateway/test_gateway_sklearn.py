@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -17,13 +16,11 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from sklearn.base import ClassifierMixin
 
 from gateway.dataplane.server import GatewayServer
-from gateway.routing import Backend, RoutingTable, ServiceRoute
-from gateway.settings import GatewaySettings
-from tests.gateway.conftest import LoopThread
+from tests.gateway.conftest import SKLEARN_REVISION
 from tests.support import ServerProcess
 
 BATCH = np.array([[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]])
-REVISION = "sklearn-iris-predictor-00001"
+
 # Triton's names of the extensions every service behind the gateway answers.
 SERVED_EXTENSIONS = [
     "binary_tensor_data", "parameters", "model_configuration", "statistics", "model_repository",
@@ -36,43 +33,30 @@ def estimator(iris_dir: Path) -> ClassifierMixin:
     return model
 
 
-@pytest.fixture(scope="module")
-def iris_gateway(
-    loop_thread: LoopThread, sklearn_server: ServerProcess
-) -> Iterator[GatewayServer]:
-    table = RoutingTable()
-    backend = Backend(REVISION, sklearn_server.http_url, sklearn_server.grpc_target)
-    table.update(ServiceRoute("sklearn-iris", backends=(backend,)))
-    server = GatewayServer(table, GatewaySettings(), http_port=0, grpc_port=0)
-    loop_thread.run(server.start())
-    yield server
-    loop_thread.run(server.stop(grace=1))
-
-
 def test_v1_predict_with_curl_content_type(
-    iris_gateway: GatewayServer, estimator: ClassifierMixin
+    sklearn_gateway: GatewayServer, estimator: ClassifierMixin
 ) -> None:
-    url = f"http://127.0.0.1:{iris_gateway.http_port}/v1/models/sklearn-iris:predict"
+    url = f"http://127.0.0.1:{sklearn_gateway.http_port}/v1/models/sklearn-iris:predict"
     body = json.dumps({"instances": BATCH.tolist()})
     response = httpx.post(url, content=body,
                           headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": estimator.predict(BATCH).tolist()}
-    assert response.headers["x-modelserve-revision"] == REVISION
+    assert response.headers["x-modelserve-revision"] == SKLEARN_REVISION
 
 
-def test_backend_error_passes_through(iris_gateway: GatewayServer) -> None:
-    url = f"http://127.0.0.1:{iris_gateway.http_port}/v2/models/sklearn-iris/infer"
+def test_backend_error_passes_through(sklearn_gateway: GatewayServer) -> None:
+    url = f"http://127.0.0.1:{sklearn_gateway.http_port}/v2/models/sklearn-iris/infer"
     response = httpx.post(url, content=b"{not json")
     assert response.status_code == 400
     assert "error" in response.json()
-    assert response.headers["x-modelserve-revision"] == REVISION
+    assert response.headers["x-modelserve-revision"] == SKLEARN_REVISION
 
 
 def test_tritonclient_http_binary_through_gateway(
-    iris_gateway: GatewayServer, estimator: ClassifierMixin
+    sklearn_gateway: GatewayServer, estimator: ClassifierMixin
 ) -> None:
-    client = triton_http.InferenceServerClient(f"127.0.0.1:{iris_gateway.http_port}")
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{sklearn_gateway.http_port}")
     assert client.is_server_ready()
     x = BATCH.astype(np.float32)
     tensor = triton_http.InferInput("input-0", list(x.shape), "FP32")
@@ -84,13 +68,13 @@ def test_tritonclient_http_binary_through_gateway(
 
 
 def test_grpc_answers_are_the_backends_bytes(
-    iris_gateway: GatewayServer, sklearn_server: ServerProcess
+    sklearn_gateway: GatewayServer, sklearn_server: ServerProcess
 ) -> None:
     request = pb.ModelInferRequest(model_name="sklearn-iris", id="same")
     tensor = request.inputs.add(name="input-0", datatype="FP32", shape=list(BATCH.shape))
     tensor.contents.fp32_contents.extend(BATCH.ravel().tolist())
     answers = []
-    for target in (f"127.0.0.1:{iris_gateway.grpc_port}", sklearn_server.grpc_target):
+    for target in (f"127.0.0.1:{sklearn_gateway.grpc_port}", sklearn_server.grpc_target):
         with grpc.insecure_channel(target) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             answers.append(stub.ModelInfer(request, timeout=10))
@@ -100,27 +84,27 @@ def test_grpc_answers_are_the_backends_bytes(
 
 
 def test_server_metadata_and_liveness_as_the_clients_ask_for_them(
-    iris_gateway: GatewayServer,
+    sklearn_gateway: GatewayServer,
 ) -> None:
     # tritonclient.http's get_server_metadata (GET /v2), KServe's v1 is_server_live (GET /),
     # and gRPC ServerMetadata: answered by the gateway itself, with the extensions it serves.
-    client = triton_http.InferenceServerClient(f"127.0.0.1:{iris_gateway.http_port}")
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{sklearn_gateway.http_port}")
     assert client.get_server_metadata() == {
         "name": "modelserve-gateway",
         "version": "0.1.0",
         "extensions": SERVED_EXTENSIONS,
     }
     assert client.is_server_live()
-    root = httpx.get(f"http://127.0.0.1:{iris_gateway.http_port}/")
+    root = httpx.get(f"http://127.0.0.1:{sklearn_gateway.http_port}/")
     assert root.status_code == 200 and root.json() == {"status": "alive"}
-    with grpc.insecure_channel(f"127.0.0.1:{iris_gateway.grpc_port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{sklearn_gateway.grpc_port}") as channel:
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata(
             pb.ServerMetadataRequest()
         )
     assert list(reply.extensions) == SERVED_EXTENSIONS
 
 
-def test_kserve_v1_client_liveness_through_the_gateway(iris_gateway: GatewayServer) -> None:
+def test_kserve_v1_client_liveness_through_the_gateway(sklearn_gateway: GatewayServer) -> None:
     import asyncio
 
     from kserve import InferenceRESTClient, RESTConfig
@@ -128,7 +112,7 @@ def test_kserve_v1_client_liveness_through_the_gateway(iris_gateway: GatewayServ
     async def live() -> bool:
         client = InferenceRESTClient(RESTConfig(protocol="v1"))
         try:
-            return bool(await client.is_server_live(f"http://127.0.0.1:{iris_gateway.http_port}"))
+            return bool(await client.is_server_live(f"http://127.0.0.1:{sklearn_gateway.http_port}"))
         finally:
             await client.close()
 

@@ -16,25 +16,11 @@ from gateway.settings import GatewaySettings
 from servers.triton.demo import DIGITS_MODEL
 from servers.triton.install import TritonInstall
 from servers.triton.tritonserver import TritonServer
-from tests.gateway.conftest import LoopThread
+from tests.gateway.conftest import SKLEARN_REVISION, LoopThread
 from tests.servers.test_model_config import triton_grpc_config
 from tests.support import ServerProcess
 
-REVISION = "sklearn-iris-predictor-00001"
 TRITON_REVISION = "triton-digits-predictor-00001"
-
-
-@pytest.fixture(scope="module")
-def config_gateway(
-    loop_thread: LoopThread, sklearn_server: ServerProcess
-) -> Iterator[GatewayServer]:
-    table = RoutingTable()
-    backend = Backend(REVISION, sklearn_server.http_url, sklearn_server.grpc_target)
-    table.update(ServiceRoute("sklearn-iris", backends=(backend,)))
-    server = GatewayServer(table, GatewaySettings(), http_port=0, grpc_port=0)
-    loop_thread.run(server.start())
-    yield server
-    loop_thread.run(server.stop(grace=1))
 
 
 @pytest.mark.parametrize(
@@ -54,41 +40,41 @@ def test_fast_path_matches_config_routes(
 
 
 def test_config_through_gateway_is_the_servers(
-    config_gateway: GatewayServer, sklearn_server: ServerProcess
+    sklearn_gateway: GatewayServer, sklearn_server: ServerProcess
 ) -> None:
     direct = triton_http.InferenceServerClient(sklearn_server.http_url.removeprefix("http://"))
-    proxied = triton_http.InferenceServerClient(f"127.0.0.1:{config_gateway.http_port}")
+    proxied = triton_http.InferenceServerClient(f"127.0.0.1:{sklearn_gateway.http_port}")
     config = proxied.get_model_config("sklearn-iris")
     assert config == direct.get_model_config("sklearn-iris")
     assert config["max_batch_size"] == 32 and config["dynamic_batching"] == {}
     assert proxied.get_model_config("sklearn-iris", model_version="1") == config
 
 
-def test_config_answer_names_the_revision(config_gateway: GatewayServer) -> None:
-    base = f"http://127.0.0.1:{config_gateway.http_port}"
+def test_config_answer_names_the_revision(sklearn_gateway: GatewayServer) -> None:
+    base = f"http://127.0.0.1:{sklearn_gateway.http_port}"
     for method in ("GET", "HEAD"):  # HEAD takes FastAPI's route, not the fast path
         response = httpx.request(method, f"{base}/v2/models/sklearn-iris/config")
         assert response.status_code == 200, (method, response.text)
-        assert response.headers["x-modelserve-revision"] == REVISION
+        assert response.headers["x-modelserve-revision"] == SKLEARN_REVISION
 
 
-def test_unknown_model_config_is_404(config_gateway: GatewayServer) -> None:
-    proxied = triton_http.InferenceServerClient(f"127.0.0.1:{config_gateway.http_port}")
+def test_unknown_model_config_is_404(sklearn_gateway: GatewayServer) -> None:
+    proxied = triton_http.InferenceServerClient(f"127.0.0.1:{sklearn_gateway.http_port}")
     with pytest.raises(triton_http.InferenceServerException) as failed:
         proxied.get_model_config("nope")
     assert failed.value.status() == "404"
-    base = f"http://127.0.0.1:{config_gateway.http_port}"
+    base = f"http://127.0.0.1:{sklearn_gateway.http_port}"
     version = httpx.get(f"{base}/v2/models/sklearn-iris/versions/7/config")
     assert version.status_code == 404 and "7" in version.json()["error"]
 
 
 def test_grpc_model_config_through_gateway(
-    config_gateway: GatewayServer, sklearn_server: ServerProcess
+    sklearn_gateway: GatewayServer, sklearn_server: ServerProcess
 ) -> None:
-    proxied = triton_grpc_config(f"127.0.0.1:{config_gateway.grpc_port}", "sklearn-iris")
+    proxied = triton_grpc_config(f"127.0.0.1:{sklearn_gateway.grpc_port}", "sklearn-iris")
     assert proxied == triton_grpc_config(sklearn_server.grpc_target, "sklearn-iris")
     assert proxied["config"]["name"] == "sklearn-iris"
-    missing = triton_grpc_config(f"127.0.0.1:{config_gateway.grpc_port}", "nope")
+    missing = triton_grpc_config(f"127.0.0.1:{sklearn_gateway.grpc_port}", "nope")
     assert missing["error"][0] == "StatusCode.NOT_FOUND"
 
 

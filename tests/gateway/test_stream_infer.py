@@ -6,19 +6,12 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from gateway.dataplane.grpc_stream import answer_in_order, stream_error
 from gateway.dataplane.server import GatewayServer
-from gateway.routing import Backend, RoutingTable, ServiceRoute
-from gateway.settings import GatewaySettings
 from tests.gateway.conftest import LoopThread
-from tests.support import ROOT, ServerProcess
-
-REVISION = "sklearn-iris-predictor-00001"
+from tests.support import ROOT
 
 _STREAM = """
 import json, queue, sys
@@ -60,23 +53,12 @@ def stream(target: str, requests: list[tuple[str, Any]]) -> list[dict[str, Any]]
     return answers
 
 
-@pytest.fixture(scope="module")
-def gateway(loop_thread: LoopThread, sklearn_server: ServerProcess) -> Iterator[GatewayServer]:
-    table = RoutingTable()
-    backend = Backend(REVISION, sklearn_server.http_url, sklearn_server.grpc_target)
-    table.update(ServiceRoute("sklearn-iris", backends=(backend,)))
-    server = GatewayServer(table, GatewaySettings(), http_port=0, grpc_port=0)
-    loop_thread.run(server.start())
-    yield server
-    loop_thread.run(server.stop(grace=1))
-
-
-def test_answers_in_order_and_survives_bad_messages(gateway: GatewayServer) -> None:
+def test_answers_in_order_and_survives_bad_messages(sklearn_gateway: GatewayServer) -> None:
     good = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
     requests: list[tuple[str, Any]] = [("sklearn-iris", good) for _ in range(40)]
     requests[3] = ("sklearn-iris", [[1.0, 2.0, 3.0]])  # wrong shape
     requests[7] = ("nope", good)  # no such service
-    answers = stream(f"127.0.0.1:{gateway.grpc_port}", requests)
+    answers = stream(f"127.0.0.1:{sklearn_gateway.grpc_port}", requests)
     assert len(answers) == 40
     for index, answer in enumerate(answers):
         if index == 3:
@@ -87,10 +69,10 @@ def test_answers_in_order_and_survives_bad_messages(gateway: GatewayServer) -> N
             assert answer == {"id": f"r{index}", "predict": [0, 2]}, (index, answer)
 
 
-def test_a_long_stream_is_held_to_its_window(gateway: GatewayServer) -> None:
+def test_a_long_stream_is_held_to_its_window(sklearn_gateway: GatewayServer) -> None:
     # More requests than the window (64): the gateway reads on as answers go out.
     requests: list[tuple[str, Any]] = [("sklearn-iris", [[5.1, 3.5, 1.4, 0.2]])] * 150
-    answers = stream(f"127.0.0.1:{gateway.grpc_port}", requests)
+    answers = stream(f"127.0.0.1:{sklearn_gateway.grpc_port}", requests)
     assert [a["id"] for a in answers] == [f"r{i}" for i in range(150)]
 
 

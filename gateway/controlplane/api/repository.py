@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.bodies import read_body
 from gateway.dataplane.answers import REVISION_HEADER, json_response
-from gateway.dataplane.repository import index_ready_only, repository_index
+from gateway.dataplane.repository import index_ready_only, repository_index, request_object
 from gateway.dataplane.resolve import NO_REVISION
 from gateway.routing import RoutingTable
 from servers.errors import InvalidInput, ModelServeError
@@ -50,15 +49,7 @@ class _NoRepository(ModelServeError):
 
 def _check_load_request(body: bytes) -> None:
     """A load's body may be empty or `{}`/`{"parameters": {}}`: no inline config or files."""
-    if not body.strip():
-        return
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the load request is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("the load request must be a JSON object")
-    parameters = doc.get("parameters") or {}
+    parameters = request_object(body, "load").get("parameters") or {}
     if parameters:
         raise InvalidInput(
             f"load parameters {sorted(parameters)} are not supported: a model is loaded "
