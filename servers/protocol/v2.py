@@ -8,6 +8,7 @@ strictly, the same way for REST and gRPC requests.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -205,6 +206,21 @@ def _wants_binary(request: InferRequest, name: str) -> bool:
     return default
 
 
+# JSON has no NaN or infinities (RFC 8259), and orjson writes them as null, which the spec's
+# tensor_data does not allow (a model's probabilities overflow to NaN for inputs such as 1e308):
+# they go out as these strings, which the spec allows and numpy (so tritonclient and KServe's
+# `as_numpy`) and JavaScript's Number() read back as the same floats.
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
+    """A tensor's v2 JSON `data`, with non-finite floats spelt as strings."""
+    data = tensor_to_json_data(array, datatype)
+    if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
+        return data
+    return [v if math.isfinite(v) else _NON_FINITE[repr(v)] for v in data]
+
+
 def encode_rest_response(
     response: InferResponse | Mapping[str, Any], request: InferRequest | None
 ) -> tuple[bytes, dict[str, str]]:
@@ -224,7 +240,7 @@ def encode_rest_response(
             doc["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            doc["data"] = tensor_to_json_data(array, out.datatype)
+            doc["data"] = _json_data(array, out.datatype)
         tensors.append(doc)
     missing = wanted - {t["name"] for t in tensors}
     if missing:
