@@ -4,7 +4,9 @@ through the gateway and against the tritonserver behind it, in one run.
     make bench-perf-analyzer        # installs perf_analyzer once (tools/perf-analyzer.sh)
     .venv/bin/python loadtests/bench_perf_analyzer.py --perf-analyzer PATH [--seconds 5]
 
-`modelserve up inferenceservices/triton-digits.yaml` on free ports; the tritonserver's own
+`modelserve up inferenceservices/triton-digits.yaml` on free ports, held at one replica
+(min = max = 1) so that the gateway and the direct run measure the same one tritonserver
+(the autoscaler would otherwise add a second behind the gateway only); the tritonserver's own
 HTTP and gRPC ports are read from the control plane's status (the replica's URL). For each
 protocol (http, grpc) and concurrency (1, 16) it prints perf_analyzer's throughput and
 average latency for both targets and the gateway's ratio to Triton. Traffic goes to
@@ -22,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
 
 from tests.support import Platform, run_platform  # noqa: E402
 
@@ -68,7 +72,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         build_all(models)
-        with run_platform(models, Path(tmp), files=[MANIFEST]) as platform:
+        doc = yaml.safe_load(MANIFEST.read_text())
+        doc["spec"]["predictor"]["minReplicas"] = doc["spec"]["predictor"]["maxReplicas"] = 1
+        manifest = Path(tmp) / MANIFEST.name
+        manifest.write_text(yaml.safe_dump(doc))
+        with run_platform(models, Path(tmp), files=[manifest]) as platform:
             triton_http, triton_grpc = _triton_ports(platform)
             targets = {
                 "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},

@@ -540,8 +540,9 @@ class LocalPlatform:
                 plans = self._plan_replica(revision.isvc, revision.number, revision.next_replica)
                 self._launch(service, revision, self._replica(service, revision, plans))
         elif len(live) > desired:
-            # Not-ready replicas go first, then the newest.
-            surplus = sorted(live, key=lambda r: (r.ready, r.number))[: len(live) - desired]
+            # Not-ready replicas go first, then the newest: the oldest keep serving (warm
+            # caches, and clients that were told a replica's own address keep it).
+            surplus = sorted(live, key=lambda r: (r.ready, -r.number))[: len(live) - desired]
             for replica in surplus:
                 self._drain(service, revision, replica)
         self._refresh(service)

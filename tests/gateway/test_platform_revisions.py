@@ -524,6 +524,9 @@ def test_scale_up_to_max_on_concurrency_and_back_down(tmp_path: Path) -> None:
             await p.until(lambda: len(p.ready_backends(rev(1))) == 1, what="down to 1")
             await p.until(lambda: len(p.revisions()[rev(1)]["replicaDetails"]) == 1,
                           what="drained")
+            # The newest went: the first replica is the one still serving.
+            assert [d["number"] for d in p.revisions()[rev(1)]["replicaDetails"]] == [1]
+            assert p.ready_backends(rev(1)) == [url]
             assert "autoscaler: " in p.out.getvalue()
 
     run(scenario())
