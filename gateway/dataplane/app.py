@@ -371,6 +371,7 @@ def _add_info_routes(
 
     app.add_route("/", v1_live, ["GET"])
     app.add_route("/v2", server_info, ["GET"])
+    app.add_route("/v2/", server_info, ["GET"])  # the OIP spec's path; else a 307 to /v2
     app.add_route("/v2/health/live", live, ["GET"])
     app.add_route("/v2/health/ready", ready, ["GET"])
     app.add_route("/v1/models", list_models, ["GET"])

@@ -390,18 +390,8 @@ def generate(
     each()
 
 
-# The gateway serves server metadata at /v2 only; Starlette answers the spec's /v2/ with a 307
-# to `http://<Host header>/v2`, which a client follows only when the Host header is the address
-# it connected to (so the path-routed run gets its 200, one round trip later).
-SLASH_REDIRECT = pytest.mark.xfail(strict=True, reason=(
-    "gateway defect: GET /v2/ (the spec's server metadata path) answers 307 to "
-    "http://<Host>/v2, undocumented, and with a Knative Host that is not where the client "
-    "connected: gateway/dataplane/app.py _add_info_routes registers /v2 but not /v2/"))
-
-
 SERVER_CASES = [
-    pytest.param(operation, host, id=f"{host or 'gateway'}-{operation.name}",
-                 marks=[SLASH_REDIRECT] if host is not None and operation.path == "/v2/" else [])
+    pytest.param(operation, host, id=f"{host or 'gateway'}-{operation.name}")
     for operation in SERVER_OPERATIONS
     for host in [None, *SERVICES]
 ]
