@@ -25,18 +25,21 @@ way out, because tritonserver never answers them as errors (measured, tritonserv
   and `[4294967297, 8, 8]` as batch 1 (200, with the wrong shape accepted);
 - `NaN`, `Infinity` or a UTF-8 byte order mark in the JSON: not JSON (RFC 8259), refused 400
   by our servers, but tritonserver parses them and answers 200 (with `NaN` in its response,
-  which is not JSON either).
+  which is not JSON either);
+- JSON that is not UTF-8: tritonserver answers 400 but quotes the bytes back (`unexpected
+  inference input 'images\\xff\\xfe'`), so its error document is not JSON either.
 
 Every element of a tensor sent in the body takes at least one byte of it (a JSON number and
 its comma, a raw element, a BYTES element's 4-byte length), so shapes that together hold
 more elements than the body has bytes are always a mistake. Finding them costs a substring
-search for `"shape"` in the JSON part plus a small match per tensor; the JSON is parsed only
-when `NaN`, `Infinity` or a BOM occurs in it (base64 text can hold "NaN": then the parse
-succeeds and the body passes). A tensor in shared memory (`shared_memory_region`) is not in
-the body, so a body that names one is not bounded. Measured here (2 shared cores): ~7 us for
-a 120-byte iris body, ~5 us for a 16 KB binary one, ~21 us for 64 digits as JSON (28 KB),
-~5.5 ms for 7 MB of JSON (where tritonserver's own parse takes far longer). Only services
-whose backend is tritonserver need it: our own servers already refuse all of these with 400.
+search for `"shape"` in the JSON part plus a small match per tensor; the JSON is decoded only
+when it is not ASCII, and parsed only when `NaN`, `Infinity` or a BOM occurs in it (base64
+text can hold "NaN": then the parse succeeds and the body passes). A tensor in shared memory
+(`shared_memory_region`) is not in the body, so a body that names one is not bounded.
+Measured here (2 shared cores): ~7 us for a 120-byte iris body, ~5 us for a 16 KB binary
+one, ~21 us for 64 digits as JSON (28 KB), ~5.5 ms for 7 MB of JSON (where tritonserver's
+own parse takes far longer). Only services whose backend is tritonserver need it: our own
+servers already refuse all of these with 400.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ def v2_request_problem(body: bytes, header_length: bytes | str | None = None) ->
     problem = _too_many_elements(head, len(body))
     if problem is not None:
         return problem
+    if not head.isascii():
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"request body is not valid JSON: not UTF-8 at byte {exc.start}"
     if head.startswith(_BOM) or any(c in head and word in head for c, word in _NOT_JSON):
         try:
             orjson.loads(head)

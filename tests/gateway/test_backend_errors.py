@@ -64,6 +64,8 @@ PIXELS = [0.5] * 64
         # "NaN" inside a string (base64 text holds it often) is JSON.
         (_body({"name": "image", "datatype": "BYTES", "shape": [1], "data": ["iVBORNaNInfinity"]}),
          None),
+        ('{"inputs": [{"name": "café", "datatype": "FP32", "shape": [1], "data": [1]}]}'.encode(),
+         None),  # UTF-8 that is not ASCII
         _binary([1, 8, 8], bytes(256)),
         # What follows the JSON is raw bytes, not JSON: not searched.
         _binary([1, 8, 8], b'"shape": [1099511627776] NaN'.ljust(256, b"\0")),
@@ -100,6 +102,9 @@ def test_bodies_a_backend_handles_pass(body: bytes, header_length: str | None) -
         (_body(_tensor([1, 8, 8], PIXELS)).replace(b"0.5", b"-Infinity", 1), None,
          "not valid JSON"),
         (b"\xef\xbb\xbf" + _body(_tensor([1, 8, 8], PIXELS)), None, "byte order mark"),
+        # tritonserver quotes these bytes back in its 400: an error document that is not JSON.
+        (_body(_tensor([1, 8, 8], PIXELS)).replace(b'"images"', b'"images\xff\xfe"'), None,
+         "not UTF-8 at byte"),
     ],
 )
 def test_bodies_a_backend_mishandles_are_named(
