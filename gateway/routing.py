@@ -76,6 +76,9 @@ class ServiceRoute:
     tag_routing: bool = False  # serving.kserve.io/enable-tag-routing
     # The InferenceService document the control plane writes (metadata, spec, status).
     document: Mapping[str, Any] | None = None
+    # The entry component is a tritonserver: the data plane refuses the v2 REST bodies it
+    # mishandles before forwarding (gateway/dataplane/backend_errors.py v2_request_problem).
+    screen_v2_bodies: bool = False
 
     def split(self) -> tuple[Traffic, ...]:
         """The traffic split, derived from the backends when the route gives none."""

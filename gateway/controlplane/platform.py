@@ -70,6 +70,7 @@ from gateway.controlplane.revisions import (
     entry_spec,
     revision_template,
 )
+from gateway.controlplane.runtimes import runs_tritonserver
 from gateway.controlplane.status import failure_message, not_ready_message, service_document
 from gateway.controlplane.supervisor import Supervisor
 from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
@@ -671,6 +672,9 @@ class LocalPlatform:
             component=service.entry,
             traffic=traffic,
             tag_routing=service.isvc.metadata.annotations.get(TAG_ROUTING, "").lower() == "true",
+            screen_v2_bodies=any(
+                runs_tritonserver(entry_spec(r.isvc)) for r in service.revisions
+            ),
         )
         return dataclasses.replace(route, document=service_document(service, route))
 

@@ -19,19 +19,23 @@ depends on the priorities of the runtimes installed there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.controlplane.manifests import Container, EnvVar, ModelSpec
+from gateway.controlplane.manifests import ComponentSpec, Container, EnvVar, ModelSpec
 
 __all__ = [
     "LOCAL_RUNTIMES",
+    "TRITONSERVER_MODULE",
     "LocalRuntime",
     "RuntimeNotAvailable",
     "container_for",
     "resolve_runtime",
+    "runs_tritonserver",
 ]
 
 MOUNT_PATH = "/mnt/models"
+TRITONSERVER_MODULE = "servers.triton.tritonserver"
 
 
 class RuntimeNotAvailable(ValueError):
@@ -65,12 +69,30 @@ LOCAL_RUNTIMES: dict[str, LocalRuntime] = {
         LocalRuntime(
             "kserve-tritonserver",
             ("tensorrt", "onnx", "triton", "tensorflow", "pytorch"),
-            ("python", "-m", "servers.triton.tritonserver"),
+            ("python", "-m", TRITONSERVER_MODULE),
             # `tritonserver --model-store=/mnt/models`: no model name, the repository's stand.
             (f"--model_dir={MOUNT_PATH}",),
         ),
     )
 }
+
+
+def runs_tritonserver(spec: ComponentSpec) -> bool:
+    """Whether a component runs the tritonserver launcher (a `model:` spec's runtime, or a
+    container's `python -m`): its REST front end mishandles some malformed v2 bodies, so the
+    gateway screens them (gateway/dataplane/backend_errors.py)."""
+    if spec.model is not None:
+        try:
+            argv: Sequence[str] = resolve_runtime(spec.model).command
+        except RuntimeNotAvailable:
+            return False
+    elif spec.containers:
+        argv = [*spec.containers[0].command, *spec.containers[0].args]
+    else:
+        return False
+    return any(
+        arg == TRITONSERVER_MODULE and argv[i - 1] == "-m" for i, arg in enumerate(argv) if i
+    )
 
 
 def resolve_runtime(model: ModelSpec) -> LocalRuntime:

@@ -44,7 +44,11 @@ from gateway.dataplane.answers import (
     refusal,
 )
 from gateway.dataplane.auth import API_KEY_HEADER
-from gateway.dataplane.backend_errors import client_error_status
+from gateway.dataplane.backend_errors import (
+    client_error_status,
+    spell_non_finite,
+    v2_request_problem,
+)
 from gateway.dataplane.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.dataplane.proxy import HttpForwarder, UpstreamResponse
 from gateway.dataplane.repository import (
@@ -58,6 +62,7 @@ from gateway.dataplane.statistics import service_statistics
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
+    InvalidInput,
     ModelServeError,
     error_body,
 )
@@ -103,6 +108,7 @@ class _RequestHeaders:
     length: int | None = None
     authorization: str | None = None
     api_key: str | None = None
+    header_length: bytes | None = None  # Inference-Header-Content-Length (binary tensors)
     forwarded: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -216,7 +222,9 @@ class _RestDataPlane:
         code = "499"  # stays so when the client goes away (the task is cancelled)
         attempt = Attempt()
         try:
-            response = await self._forward(scope, receive, route, tag, found, has_body, attempt)
+            response = await self._forward(
+                scope, receive, route, tag, found, protocol, has_body, attempt
+            )
             code = str(response.status_code)
             return response
         except ClientDisconnect:
@@ -236,6 +244,7 @@ class _RestDataPlane:
         route: ServiceRoute,
         tag: str | None,
         found: _RequestHeaders,
+        protocol: str,
         has_body: bool,
         attempt: Attempt,
     ) -> Response:
@@ -246,10 +255,14 @@ class _RestDataPlane:
         if scope["query_string"]:
             target += b"?" + scope["query_string"]
         body: bytes | None = None
+        # Only a v2 infer body has a tensor to check, and only tritonserver mishandles one.
+        screen = route.screen_v2_bodies and protocol == "v2"
 
         async def read_request_body() -> None:
             nonlocal body
             body = await read_body(receive, found.length, self.settings.max_body_bytes)
+            if screen and (problem := v2_request_problem(body, found.header_length)):
+                raise InvalidInput(problem)
 
         def send(backend: Backend) -> Awaitable[UpstreamResponse]:
             return forwarder.forward(backend.http_url, method, target, found.forwarded, body)
@@ -263,10 +276,29 @@ class _RestDataPlane:
             return error_response(exc, attempt.revision)
         status, headers, content = upstream.status, upstream.headers, upstream.content
         status = client_error_status(status, content)  # Triton's 500s for malformed JSON
+        if screen and status == 200:
+            headers, content = _spelt_answer(headers, content)
         headers.append((_REVISION, attempt.revision.encode("latin-1")))
         if status >= 200 and status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(content)))
         return _Answer(status, headers, content)
+
+
+_HEADER_LENGTH = b"inference-header-content-length"
+
+
+def _spelt_answer(
+    headers: list[tuple[bytes, bytes]], content: bytes
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A tritonserver answer with its bare NaN and infinities spelt as strings (JSON)."""
+    length = next((int(v) for k, v in headers if k == _HEADER_LENGTH and v.isdigit()), None)
+    spelt = spell_non_finite(content, length)
+    if spelt is None:
+        return headers, content
+    content, json_length = spelt
+    if length is not None:
+        headers = [(k, b"%d" % json_length if k == _HEADER_LENGTH else v) for k, v in headers]
+    return headers, content
 
 
 def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHeaders:
@@ -280,6 +312,8 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
                 value = _JSON
             elif key == b"authorization":
                 found.authorization = value.decode("latin-1")
+            elif key == _HEADER_LENGTH:
+                found.header_length = value
             forwarded.append((key, value))
         elif key == b"host":
             found.host = value.decode("latin-1")

@@ -36,6 +36,13 @@ search for `"shape"` in the JSON part plus a small match per tensor; the JSON is
 when it is not ASCII, and parsed only when `NaN`, `Infinity` or a BOM occurs in it (base64
 text can hold "NaN": then the parse succeeds and the body passes). A tensor in shared memory
 (`shared_memory_region`) is not in the body, so a body that names one is not bounded.
+**Answers with bare NaN (`spell_non_finite`).** tritonserver takes an FP32 JSON number past
+FP32's range (`1e300`) as infinity, and writes the model's NaN and infinite outputs as bare
+`NaN` / `inf` tokens, which are not JSON either: a client's strict parser (and the spec's
+schema) fails on a 200. The gateway spells them as our servers do (`"NaN"`, `"Infinity"`,
+`"-Infinity"`, servers/protocol/v2.py), found by a substring search of a 200's JSON part (a
+few hundred bytes for triton-digits) and rewritten only when one occurs.
+
 Measured here (2 shared cores): ~7 us for a 120-byte iris body, ~5 us for a 16 KB binary
 one, ~21 us for 64 digits as JSON (28 KB), ~5.5 ms for 7 MB of JSON (where tritonserver's
 own parse takes far longer). Only services whose backend is tritonserver need it: our own
@@ -44,11 +51,14 @@ servers already refuse all of these with 400.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from typing import Any
 
 import orjson
 
-__all__ = ["client_error_status", "v2_request_problem"]
+__all__ = ["client_error_status", "spell_non_finite", "v2_request_problem"]
 
 # How Triton's HTTP server begins the messages of its request-parsing failures.
 _PARSE_FAILURES = (
@@ -144,3 +154,36 @@ def _too_many_elements(head: bytes, body_bytes: int) -> str | None:
                 )
         at = head.find(_SHAPE_KEY, at)
     return None
+
+
+# What tritonserver's JSON writer (RapidJSON's kWriteNanAndInfFlag) writes for non-finite
+# floats; the stdlib's parser reads them, orjson's does not.
+_BARE_NON_FINITE = (b"NaN", b"Infinity")
+_SPELT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _spelt(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _SPELT[repr(value)]
+    if isinstance(value, list):
+        return [_spelt(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _spelt(v) for k, v in value.items()}
+    return value
+
+
+def spell_non_finite(content: bytes, json_length: int | None) -> tuple[bytes, int] | None:
+    """A v2 REST answer whose JSON part (its first `json_length` bytes when it carries binary
+    tensors) has bare NaN or infinities, rewritten with them as strings: (body, new JSON
+    length). None when there are none (the answer passes as it is)."""
+    head = content if json_length is None else content[:json_length]
+    if not any(token in head for token in _BARE_NON_FINITE):
+        return None
+    try:
+        doc = json.loads(head)
+    except ValueError:
+        return None
+    spelt = orjson.dumps(_spelt(doc))
+    if spelt == orjson.dumps(doc):
+        return None  # "NaN" within a string, not a number
+    return spelt + content[len(head):], len(spelt)

@@ -194,14 +194,9 @@ KINDS: dict[str, Callable[[Service], Request]] = {
 }
 
 # Where a service does not answer 4xx yet: each needs a change outside this test's reach.
-# The gateway's refusal of what tritonserver mishandles (gateway/dataplane/backend_errors.py
-# `v2_request_problem`) is written and unit-tested, but gateway/dataplane/app.py does not call
-# it yet: until it does, tritonserver aborts on a JSON shape far past its data (so that case is
-# not even sent: it would take down every model of that tritonserver for the tests after it),
-# wraps batch sizes at 2**32 (a 500, and a 200 on the wrong shape), answers 200 to NaN,
-# Infinity and a byte order mark, and quotes non-UTF-8 names back in a 400 that is not JSON.
-GATEWAY_REFUSES_WHAT_TRITON_MISHANDLES = False
-_TRITON = "gateway/dataplane/app.py does not call backend_errors.v2_request_problem yet"
+# (What tritonserver mishandles, a shape far past its data, batch sizes of 2**32, NaN,
+# Infinity, a byte order mark, non-UTF-8 names, the gateway refuses before forwarding:
+# gateway/dataplane/backend_errors.py `v2_request_problem`.)
 # servers/sklearn/model.py (infer_v2) and the image transformer (_v2_images) take their one
 # input whatever its name; the metadata names it (input-0, image).
 _ANY_NAME = "the server takes its one input under any name"
@@ -209,13 +204,6 @@ PENDING: dict[tuple[str, str], pytest.MarkDecorator] = {
     ("sklearn-iris", "unknown-input-name"): pytest.mark.xfail(reason=_ANY_NAME, strict=True),
     ("digits-classifier", "unknown-input-name"): pytest.mark.xfail(reason=_ANY_NAME, strict=True),
 }
-if not GATEWAY_REFUSES_WHAT_TRITON_MISHANDLES:
-    PENDING[("triton-digits", "shape-far-past-the-data")] = pytest.mark.xfail(
-        reason=f"tritonserver aborts (std::bad_alloc): {_TRITON}", run=False, strict=True
-    )
-    for _kind in ("nan-literal", "infinity-literal", "byte-order-mark", "non-utf8-bytes",
-                  "binary-batch-of-2**32", "binary-batch-of-2**32+1"):
-        PENDING[("triton-digits", _kind)] = pytest.mark.xfail(reason=_TRITON, strict=True)
 
 CASES = [
     pytest.param(name, kind, marks=[PENDING[name, kind]] if (name, kind) in PENDING else [],

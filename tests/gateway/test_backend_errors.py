@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
 
-from gateway.dataplane.backend_errors import client_error_status, v2_request_problem
+from gateway.dataplane.backend_errors import (
+    client_error_status,
+    spell_non_finite,
+    v2_request_problem,
+)
 
 
 @pytest.mark.parametrize(
@@ -120,3 +125,46 @@ def test_many_large_dimensions_stop_at_the_limit() -> None:
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [' + dims + b'], "data": [1]}]}'
     problem = v2_request_problem(body)
     assert problem is not None and "holds more elements" in problem
+
+
+@pytest.mark.parametrize(
+    ("answer", "json_length", "data"),
+    [
+        (b'{"outputs":[{"name":"p","datatype":"FP32","shape":[3],"data":[NaN,Infinity,-Infinity]}]}',
+         None, ["NaN", "Infinity", "-Infinity"]),
+        (b'{"outputs":[{"name":"p","datatype":"FP32","shape":[3],"data":[1.5,-Infinity]}]}',
+         None, [1.5, "-Infinity"]),
+    ],
+)
+def test_bare_non_finite_floats_are_spelt_as_strings(
+    answer: bytes, json_length: int | None, data: list[object]
+) -> None:
+    spelt = spell_non_finite(answer, json_length)
+    assert spelt is not None
+    body, length = spelt
+    assert length == len(body)
+    assert orjson.loads(body)["outputs"][0]["data"] == data
+
+
+def test_a_binary_answer_keeps_its_tensors_and_gets_its_new_json_length() -> None:
+    head = b'{"outputs":[{"name":"p","datatype":"FP32","shape":[1],"data":[NaN]},' \
+        b'{"name":"d","datatype":"INT64","shape":[1],"parameters":{"binary_data_size":8}}]}'
+    blob = b"NaN\x00\x00\x00\x00\x00"  # binary bytes that happen to read "NaN"
+    spelt = spell_non_finite(head + blob, len(head))
+    assert spelt is not None
+    body, length = spelt
+    assert body[length:] == blob
+    assert orjson.loads(body[:length])["outputs"][0]["data"] == ["NaN"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"outputs":[{"name":"p","datatype":"FP32","shape":[1],"data":[0.5]}]}',
+        # "NaN" and "Infinity" inside strings are not numbers.
+        b'{"outputs":[{"name":"NaN","datatype":"BYTES","shape":[1],"data":["Infinity"]}]}',
+        b'{"error": "NaN',  # not JSON at all: passed as it is
+    ],
+)
+def test_answers_without_bare_non_finite_floats_pass(answer: bytes) -> None:
+    assert spell_non_finite(answer, None) is None

@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 from gateway.controlplane.components import PlanError, parse_args, plan_service
-from gateway.controlplane.manifests import InferenceService, ManifestError, load_manifests
-from gateway.controlplane.runtimes import RuntimeNotAvailable, resolve_runtime
+from gateway.controlplane.manifests import (
+    ComponentSpec,
+    InferenceService,
+    ManifestError,
+    load_manifests,
+)
+from gateway.controlplane.runtimes import RuntimeNotAvailable, resolve_runtime, runs_tritonserver
 from tests.support import ROOT
 
 CLUSTER = ROOT / "inferenceservices" / "cluster"
@@ -95,3 +100,32 @@ def test_triton_runtime_serves_the_repository_names_like_kserve(tmp_path: Path) 
     transformer_flags = dict(parse_args(list(transformer.argv[3:])))
     assert transformer_flags["--predictor_host"] == "127.0.0.1:42001"  # grpc-v2
     assert transformer_flags["--model_name"] == "digits-classifier"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "screened"),
+    [
+        ("triton-digits.yaml", True),  # model: runtime kserve-tritonserver
+        ("digits-classifier.yaml", False),  # the transformer (ours) is the entry
+        ("sklearn-iris.yaml", False),
+    ],
+)
+def test_the_gateway_screens_v2_bodies_for_a_tritonserver_entry(
+    manifest: str, screened: bool
+) -> None:
+    [isvc] = load_manifests([ROOT / "inferenceservices" / manifest])
+    entry = isvc.spec.transformer or isvc.spec.predictor
+    assert runs_tritonserver(entry) is screened
+
+
+def test_a_container_running_the_tritonserver_launcher_is_screened_too() -> None:
+    spec = ComponentSpec.model_validate({"containers": [{
+        "name": "kserve-container", "command": ["python", "-m", "servers.triton.tritonserver"],
+        "args": ["--model_dir=/mnt/models"],
+    }]})
+    assert runs_tritonserver(spec)
+    named = ComponentSpec.model_validate({"containers": [{
+        "name": "kserve-container", "command": ["python", "-m", "servers.sklearn"],
+        "args": ["--model_name=servers.triton.tritonserver"],
+    }]})
+    assert not runs_tritonserver(named)
