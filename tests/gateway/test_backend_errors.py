@@ -21,6 +21,7 @@ from gateway.dataplane.backend_errors import (
     [
         b'{"error":"failed to parse the request JSON buffer: Invalid value. at 12"}',
         b'{"error":"Unable to parse \'inputs\': attempt to access JSON non-array as array"}',
+        b'{"error":"failed to get request params.: attempt to get members for non-object"}',
     ],
 )
 def test_tritons_parse_failures_become_400(body: bytes) -> None:
