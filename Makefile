@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv browser run test lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
+.PHONY: install triton-venv browser kube run test lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
 
 install: $(STAMP) triton-venv browser
 
@@ -29,9 +29,10 @@ lint: install
 	$(BIN)/ruff check servers gateway tests loadtests
 	$(BIN)/mypy
 
-# perf_analyzer (tests/e2e/test_perf_analyzer.py) is installed first: ~1 min on a fresh
+# perf_analyzer (tests/e2e/test_perf_analyzer.py) and kube-apiserver (tests/e2e/test_kubectl_*)
+# are installed first. perf_analyzer: ~1 min on a fresh
 # machine, then cached under ~/.cache/modelserve-perf-analyzer.
-test: lint
+test: lint kube
 	PERF_ANALYZER="$$(tools/perf-analyzer.sh)" && MODELSERVE_PERF_ANALYZER="$$PERF_ANALYZER" $(BIN)/pytest
 
 bench: install
@@ -79,3 +80,16 @@ triton-venv: .venv-triton/.installed
 	$(BIN)/uv pip install -q --compile-bytecode --python .venv-triton/bin/python \
 		'nvidia-pytriton==0.7.0' onnxruntime 'numpy<2'
 	touch .venv-triton/.installed
+
+# A real kube-apiserver (1.20.2, Debian bookworm's source package, Debian's Go 1.19) and
+# Debian's etcd, for `modelserve up --kube-local` and the kubectl tests: built once into
+# ~/.cache/modelserve-kube by tools/kube-apiserver.sh (~8 min and a 278 MB download on a
+# fresh 2-core machine; apt-get needs root or sudo), then copied into .kube/bin. Where it cannot
+# be built, the kubectl tests are skipped with one line saying why.
+KUBE_BIN := .kube/bin/kube-apiserver
+kube: $(KUBE_BIN)
+
+$(KUBE_BIN): tools/kube-apiserver.sh
+	@mkdir -p .kube/bin && chmod 700 .kube
+	@if D="$$(tools/kube-apiserver.sh)"; then cp "$$D/kube-apiserver" "$$D/etcd" .kube/bin/; \
+	else echo "make: kube-apiserver could not be built (see above): the kubectl tests will be skipped"; fi

@@ -15,6 +15,7 @@ from grpc_interceptor.exceptions import GrpcException
 __all__ = [
     "BackendUnavailable",
     "BackendTimeout",
+    "Conflict",
     "InvalidInput",
     "ModelLoadError",
     "ModelNotFound",
@@ -73,6 +74,13 @@ class ModelNotFound(ModelServeError):
 
     http_status = 404
     grpc_code = StatusCode.NOT_FOUND
+
+
+class Conflict(ModelServeError):
+    """The request conflicts with who owns the resource (e.g. an API server holds it)."""
+
+    http_status = 409
+    grpc_code = StatusCode.FAILED_PRECONDITION
 
 
 class PayloadTooLarge(ModelServeError):

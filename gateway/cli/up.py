@@ -20,10 +20,12 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 from pydantic import ValidationError
 
+from gateway.cli.up_kube import add_kube_flags
 from gateway.controlplane.components import PlanError
 from gateway.controlplane.manifests import ManifestError
 from gateway.controlplane.platform import (
@@ -36,6 +38,9 @@ from gateway.controlplane.policy import LaunchPolicy, PolicyRefused, read_allowe
 from gateway.routing import RoutingTable
 from gateway.settings import AdminSettings, GatewaySettings
 from servers.kserve_argv import argv_hidden
+
+if TYPE_CHECKING:
+    from gateway.controlplane.api.app import Rollouts
 
 __all__ = ["DEFAULT_MANIFESTS", "add_up_parser", "cmd_up"]
 
@@ -104,7 +109,11 @@ class _Doors:
 
 
 async def _serve(
-    platform: LocalPlatform, table: RoutingTable, doors: _Doors, stop: asyncio.Event
+    platform: LocalPlatform,
+    table: RoutingTable,
+    doors: _Doors,
+    stop: asyncio.Event,
+    rollouts: Rollouts | None = None,
 ) -> int:
     # Imported here: the servers are only needed by `up`.
     with argv_hidden():
@@ -146,7 +155,7 @@ async def _serve(
                 gateway.metrics,
                 AdminTokens(tokens, where),
                 doors.admin,
-                rollouts=platform,
+                rollouts=rollouts if rollouts is not None else platform,
                 inference_url=_url(inference_host, gateway.http_port),
                 inference_key=keys[0] if keys else None,
             ),
@@ -187,12 +196,16 @@ async def _up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     table = RoutingTable()
+    manifests = args.files or [DEFAULT_MANIFESTS]
+    kube_mode = args.kube_local or args.kube
     platform = LocalPlatform(
-        args.files or [DEFAULT_MANIFESTS],
+        manifests,
         policy.models_roots[0],
         table,
         autoscaler=autoscaler,
         policy=policy,
+        # With an API server the services come from it, through the reconciler.
+        services=[] if kube_mode else None,
         platform_env={
             "MODELSERVE_BIND_ADDRESS": "127.0.0.1",
             "MODELSERVE_GRPC_MAX_MESSAGE_BYTES": str(doors.settings.grpc_max_message_bytes),
@@ -209,10 +222,36 @@ async def _up(
                 await starting
             return 0
         starting.result()
-        return await _serve(platform, table, doors, stop)
+        if not kube_mode:
+            return await _serve(platform, table, doors, stop)
+        return await _serve_kube(args, manifests, platform, table, doors, stop)
     finally:
         print("modelserve: stopping", flush=True)
         await platform.stop()
+
+
+async def _serve_kube(
+    args: argparse.Namespace,
+    manifests: list[Path],
+    platform: LocalPlatform,
+    table: RoutingTable,
+    doors: _Doors,
+    stop: asyncio.Event,
+) -> int:
+    """Serve what an API server holds: start or connect to it, then reconcile from it."""
+    with argv_hidden():
+        from gateway.cli.up_kube import open_kube_source
+        from gateway.controlplane.kube.reconciler import KubeOwnedRollouts, Reconciler
+    source = await open_kube_source(args, manifests)
+    reconciler = Reconciler(platform, source.api_client, source.namespace)
+    try:
+        await reconciler.start()
+        return await _serve(platform, table, doors, stop,
+                            rollouts=KubeOwnedRollouts(platform, source.server))
+    finally:
+        await reconciler.stop()
+        await platform.stop()  # the components first, then the API server
+        await source.close()
 
 
 def _policy(args: argparse.Namespace) -> LaunchPolicy:
@@ -271,8 +310,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(_up(args, doors, autoscaler, policy))
     except (ManifestError, PlanError, PolicyRefused, ModelDirMissing, StartError,
-            OSError) as exc:
+            OSError, TimeoutError, ValueError) as exc:
         return _error(str(exc))
+    except Exception as exc:
+        from gateway.cli.up_kube import kube_error
+
+        if type(exc).__name__ != "ApiException":
+            raise
+        return _error(kube_error(exc))
     finally:
         for sock in sockets:
             sock.close()
@@ -328,4 +373,5 @@ def add_up_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let components load pickle formats (.joblib, .pkl) from remote storage",
     )
+    add_kube_flags(up)
     up.set_defaults(func=cmd_up)

@@ -255,6 +255,15 @@ class LocalPlatform:
         service = self._services.get(name)
         return copy.deepcopy(service.doc) if service else None
 
+    def names(self) -> list[str]:
+        """The services served, in the order they were applied."""
+        return list(self._services)
+
+    def status_document(self, name: str) -> dict[str, Any] | None:
+        """`name`'s InferenceService document with its live status, or None."""
+        route = self.table.get(name) if name in self._services else None
+        return self.table.status(route) if route is not None else None
+
     async def apply(self, data: Any, where: str = "request body") -> tuple[dict[str, Any], bool]:
         """Create or update a service from an InferenceService document, as `kubectl apply`.
 

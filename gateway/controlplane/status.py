@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.controlplane.components import revision_name
 from gateway.controlplane.revisions import Replica, Service
 from gateway.routing import ServiceRoute
 
@@ -31,26 +32,10 @@ def not_ready_message(service: Service) -> str:
 def service_document(service: Service, route: ServiceRoute) -> dict[str, Any]:
     """The service as an InferenceService with the `status` KServe's controller writes, plus
     `status.modelserve.revisions` (replicas, panic, each replica's processes)."""
-    latest, ready = service.latest, service.latest_ready
-    component: dict[str, Any] = {"latestCreatedRevision": latest.name}
-    if ready is not None:
-        component["latestReadyRevision"] = ready.name
-    if service.latest_rolled_out:
-        component["latestRolledoutRevision"] = service.latest_rolled_out
-    if service.previous_rolled_out:
-        component["previousRolledoutRevision"] = service.previous_rolled_out
-    traffic = []
-    for t in route.traffic:
-        entry: dict[str, Any] = {
-            "revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest,
-        }
-        if t.tag:
-            entry["tag"] = t.tag
-            if route.tag_routing:
-                entry["url"] = f"http://{route.tag_host(t.tag)}"
-        traffic.append(entry)
-    component["traffic"] = traffic
-    component["url"] = f"http://{route.host}"
+    components = {
+        name: _component_status(service, route, name) for name, _ in service.isvc.components()
+    }
+    latest = service.latest
     latest_ok = latest.ever_ready
     conditions = [
         condition("Ready", route.ready, "NotReady", route.message),
@@ -92,13 +77,44 @@ def service_document(service: Service, route: ServiceRoute) -> dict[str, Any]:
         "status": {
             "url": f"http://{route.host}",
             "address": {"url": f"http://{route.host}"},
-            "components": {service.entry: component},
+            "components": components,
             "conditions": conditions,
             "observedGeneration": service.generation,
             "modelserve": {"revisions": revisions},
         },
     }
 
+
+
+def _component_status(service: Service, route: ServiceRoute, component: str) -> dict[str, Any]:
+    """`status.components.<component>` as KServe writes it. Locally a revision runs every
+    component; each component's revisions are named after it (Knative's names)."""
+
+    def named(revision: str) -> str:
+        found = service.revision(revision)
+        return revision_name(service.name, component, found.number) if found else revision
+
+    latest, ready = service.latest, service.latest_ready
+    block: dict[str, Any] = {"latestCreatedRevision": named(latest.name)}
+    if ready is not None:
+        block["latestReadyRevision"] = named(ready.name)
+    if service.latest_rolled_out:
+        block["latestRolledoutRevision"] = named(service.latest_rolled_out)
+    if service.previous_rolled_out:
+        block["previousRolledoutRevision"] = named(service.previous_rolled_out)
+    traffic = []
+    for t in route.traffic:
+        entry: dict[str, Any] = {
+            "revisionName": named(t.revision), "percent": t.percent, "latestRevision": t.latest,
+        }
+        if t.tag:
+            entry["tag"] = t.tag
+            if route.tag_routing:
+                entry["url"] = f"http://{route.tag_host(t.tag)}"
+        traffic.append(entry)
+    block["traffic"] = traffic
+    block["url"] = f"http://{route.host}"
+    return block
 
 
 def replica_details(replica: Replica) -> dict[str, Any]:

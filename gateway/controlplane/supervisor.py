@@ -25,7 +25,7 @@ import httpx
 
 from gateway.controlplane.components import LaunchPlan
 
-__all__ = ["ComponentState", "StartupError", "Supervisor"]
+__all__ = ["ComponentState", "StartupError", "Supervisor", "die_with_parent"]
 
 PR_SET_PDEATHSIG = 1
 TAIL_LINES = 40
@@ -42,7 +42,7 @@ class StartupError(RuntimeError):
     """A component exited or never became ready; the message holds its last output lines."""
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
+def die_with_parent(parent: int) -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGKILL when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -142,7 +142,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env=self.plan.env,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=die_with_parent(os.getpid()),
         )
         self._process = process
         assert process.stdout is not None
