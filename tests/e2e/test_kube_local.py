@@ -4,14 +4,13 @@
 One platform for the module, the steps in order (each test builds on the one before): apply,
 wait Ready, get, a changed spec with a 20 % canary, rollback, promote, the `--kube` CLI, the
 API server killed and restarted, `up` restarted, a spec the policy refuses, delete. Then a
-second API server with KServe's full CRD for `kubectl apply --dry-run=server` of every manifest.
+second API server with KServe's full CRD for `kubectl apply --dry-run=server` of every manifest,
+which `up --kube --kubeconfig` then serves a namespace of, as it would a kind cluster.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,8 @@ import psutil
 import pytest
 import yaml
 
-from gateway.controlplane.kube.apiserver import KubeNotInstalled, find_binaries
+from gateway.controlplane.kube.apiserver import RECONCILER_USER, KubeNotInstalled, find_binaries
+from gateway.controlplane.kube.applying import RECONCILER_ROLE, reconciler_role
 from tests.support import ROOT, Platform, run_platform
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -381,5 +381,41 @@ def test_every_manifest_passes_server_side_dry_run_against_kserves_crd(
         refused = kubectl(kubeconfig, "apply", "--dry-run=server", "--validate=false", "-f", "-",
                           input=json.dumps(bad), check=False)
         assert refused.returncode != 0 and "canaryTrafficPercent" in refused.stderr, refused
-    shutil.rmtree(kube_dir, ignore_errors=True)
-    assert os.path.isdir(tmp_path)
+        _up_kube_serves_another_api_servers_namespace(models_root, logs, empty_dir, kube_dir)
+
+
+def _up_kube_serves_another_api_servers_namespace(
+    models_root: Path, logs: Path, empty_dir: Path, kube_dir: Path
+) -> None:
+    """`up --kube --kubeconfig`: an API server `up` did not start (here the one above, with
+    KServe's CRD, as a kind cluster would be), one namespace, with the reconciler's own
+    credentials bound to the Role the README gives."""
+    admin, reconciler = kube_dir / "kubeconfig", kube_dir / "reconciler.kubeconfig"
+    namespace = "team-a"
+    kubectl(admin, "create", "namespace", namespace)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": RECONCILER_ROLE, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": RECONCILER_ROLE},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": RECONCILER_USER}],
+    }
+    role = json.dumps({"apiVersion": "v1", "kind": "List",
+                       "items": [reconciler_role(namespace), binding]})
+    kubectl(admin, "apply", "-f", "-", input=role)
+    doc = yaml.safe_load(MANIFEST.read_text())
+    doc["metadata"]["namespace"] = namespace
+    kubectl(admin, "apply", "-f", "-", input=json.dumps(doc))
+    with run_platform(models_root, logs, files=[empty_dir],
+                      args=["--kube", "--kubeconfig", str(reconciler), "--namespace", namespace]
+                      ) as served:
+        kubectl(admin, "-n", namespace, "wait", "--for=condition=Ready", "isvc/sklearn-iris",
+                "--timeout=180s")
+        response = httpx.post(f"{served.url}/v2/models/sklearn-iris/infer", json=V2, timeout=30)
+        assert response.status_code == 200, response.text
+        status = json.loads(kubectl(admin, "-n", namespace, "get", "isvc", "sklearn-iris",
+                                    "-o", "json").stdout)["status"]
+        assert status["url"] == f"http://sklearn-iris.{namespace}.example.com"
+        assert status["components"]["predictor"]["latestReadyRevision"] == (
+            "sklearn-iris-predictor-00001")

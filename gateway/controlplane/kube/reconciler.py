@@ -120,6 +120,7 @@ class Reconciler:
         self._generation: dict[str, int] = {}  # of the CR's spec that is served or refused
         self._refused: dict[str, _Refusal] = {}
         self._written: dict[str, str] = {}
+        self._failing: dict[str, str] = {}
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -311,12 +312,19 @@ class Reconciler:
                         _request_timeout=REQUEST_TIMEOUT_S)
                 except ApiException as exc:
                     if exc.status != 404:  # 404: deleted meanwhile, the watch will say
-                        self._write(f"status of {name}: {exc.status} {exc.reason}")
+                        self._status_failed(name, f"{exc.status} {exc.reason}")
                     continue
                 except Exception as exc:  # the API server is away: try again next round
-                    self._write(f"status of {name}: {type(exc).__name__}")
+                    self._status_failed(name, type(exc).__name__)
                     continue
                 self._written[name] = text
+                self._failing.pop(name, None)
+
+    def _status_failed(self, name: str, why: str) -> None:
+        # Said once per cause, not every round while the API server is away.
+        if self._failing.get(name) != why:
+            self._failing[name] = why
+            self._write(f"status of {name} not written ({why}): retrying")
 
     def _write(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):
