@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.concurrency import ConcurrencyStats
+from gateway.isvc_status import ComponentStatus, Condition, InferenceServiceStatus, TrafficTarget
 from gateway.outliers import OutlierTracker
 
 __all__ = ["Backend", "Choice", "RoutingTable", "ServiceRoute", "Traffic"]
@@ -103,23 +104,19 @@ class ServiceRoute:
                 revisions = [self._live(r, stats, outliers) for r in local["revisions"]]
                 doc["status"] = {**doc["status"], "modelserve": {**local, "revisions": revisions}}
             return doc
-        ready = self.ready
-        traffic = [
-            {"revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest}
-            for t in self.split()
-        ]
         ready_revisions = [b.revision for b in self.backends if b.ready]
-        component: dict[str, object] = {"traffic": traffic}
-        if ready_revisions:
-            component["latestReadyRevision"] = ready_revisions[0]
-        condition: dict[str, str] = {"type": "Ready", "status": "True" if ready else "False"}
-        if not ready:
-            condition.update(reason="NotReady", message=self.message or "no ready revision")
-        status: dict[str, Any] = {
-            "url": f"http://{self.host}",
-            "components": {self.component: component},
-            "conditions": [condition],
-        }
+        component = ComponentStatus(
+            latestReadyRevision=ready_revisions[0] if ready_revisions else None,
+            traffic=[TrafficTarget(revisionName=t.revision, percent=t.percent,
+                                   latestRevision=t.latest) for t in self.split()],
+        )
+        typed = InferenceServiceStatus(
+            url=f"http://{self.host}",
+            components={self.component: component},
+            conditions=[Condition.of("Ready", self.ready, "NotReady",
+                                     self.message or "no ready revision")],
+        )
+        status = typed.document()
         if outliers is not None:
             status["modelserve"] = {"revisions": [
                 self._live({"name": t.revision}, stats, outliers) for t in self.split()

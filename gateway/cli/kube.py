@@ -23,7 +23,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.isvc_status import ComponentStatus, Condition
 
 __all__ = [
     "COMPONENTS",
@@ -230,43 +233,49 @@ def connect(kubeconfig: str | None = None, namespace: str | None = None) -> Infe
 
 def summarize(isvc: dict[str, Any], component: str | None = None) -> list[str]:
     """Human-readable lines: URL, per component the spec's canary and the traffic, conditions."""
-    meta, spec, status = isvc.get("metadata", {}), isvc.get("spec", {}), isvc.get("status") or {}
+    from pydantic import ValidationError
+
+    from gateway.isvc_status import InferenceServiceStatus
+
+    meta, spec, raw = isvc.get("metadata", {}), isvc.get("spec", {}), isvc.get("status") or {}
     lines = [f"{meta.get('name')}  (namespace {meta.get('namespace')})"]
-    lines.append(f"  url: {status.get('url') or '-'}")
-    components = status.get("components") or {}
+    try:
+        status = InferenceServiceStatus.model_validate(raw)
+    except ValidationError as exc:
+        return [*lines, f"  status: not in KServe's shape ({exc.error_count()} problem(s))"]
+    lines.append(f"  url: {status.url or '-'}")
+    components = status.components
     names = [component] if component else [c for c in COMPONENTS if c in spec or c in components]
     for comp in names:
-        lines.extend(_component_lines(comp, spec.get(comp) or {}, components.get(comp) or {}))
-    conditions = status.get("conditions") or []
-    if not status:
+        lines.extend(_component_lines(comp, spec.get(comp) or {}, components.get(comp)))
+    if not raw:
         lines.append("  status: none reported yet (no controller has seen it)")
-    elif conditions:
-        lines.append("  conditions: " + ", ".join(_condition(c) for c in conditions))
+    elif status.conditions:
+        lines.append("  conditions: " + ", ".join(_condition(c) for c in status.conditions))
     return lines
 
 
-def _component_lines(name: str, spec: dict[str, Any], status: dict[str, Any]) -> list[str]:
+def _component_lines(name: str, spec: dict[str, Any], status: ComponentStatus | None) -> list[str]:
     canary = spec.get("canaryTrafficPercent")
     lines = [f"  {name}: canaryTrafficPercent {'-' if canary is None else canary} (spec)"]
-    for route in status.get("traffic") or []:
-        tags = [f"tag {route['tag']}"] if route.get("tag") else []
-        if route.get("latestRevision"):
+    if status is None:
+        return lines
+    for route in status.traffic:
+        tags = [f"tag {route.tag}"] if route.tag else []
+        if route.latestRevision:
             tags.append("latestRevision")
         extra = f"  ({', '.join(tags)})" if tags else ""
-        lines.append(
-            f"    {route.get('percent', 0):>3}%  {route.get('revisionName', '-')}{extra}"
-        )
+        lines.append(f"    {route.percent:>3}%  {route.revisionName}{extra}")
     for key in ("latestReadyRevision", "latestCreatedRevision", "previousRolledoutRevision"):
-        if status.get(key):
-            lines.append(f"    {key}: {status[key]}")
+        if value := getattr(status, key):
+            lines.append(f"    {key}: {value}")
     return lines
 
 
-def _condition(condition: dict[str, Any]) -> str:
-    text = f"{condition.get('type')}={condition.get('status')}"
-    if condition.get("status") != "True" and (condition.get("reason") or condition.get("message")):
-        why = ": ".join(str(condition[k]) for k in ("reason", "message") if condition.get(k))
-        text += f" ({why})"
+def _condition(condition: Condition) -> str:
+    text = f"{condition.type}={condition.status}"
+    if condition.status != "True" and (condition.reason or condition.message):
+        text += f" ({': '.join(w for w in (condition.reason, condition.message) if w)})"
     return text
 
 

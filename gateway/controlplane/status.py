@@ -11,10 +11,17 @@ from typing import Any
 
 from gateway.controlplane.components import revision_name
 from gateway.controlplane.revisions import Replica, Service
+from gateway.isvc_status import (
+    Addressable,
+    ComponentStatus,
+    Condition,
+    InferenceServiceStatus,
+    TrafficTarget,
+)
 from gateway.routing import ServiceRoute
 
-__all__ = ["condition", "failure_message", "not_ready_message", "replica_details",
-           "service_document"]
+__all__ = ["failure_message", "not_ready_message", "replica_details", "service_document",
+           "service_status"]
 
 FAILURE_LINES = 12  # of a failed component's last output, kept in its revision's status
 
@@ -32,19 +39,26 @@ def not_ready_message(service: Service) -> str:
 def service_document(service: Service, route: ServiceRoute) -> dict[str, Any]:
     """The service as an InferenceService with the `status` KServe's controller writes, plus
     `status.modelserve.revisions` (replicas, panic, each replica's processes)."""
-    components = {
-        name: _component_status(service, route, name) for name, _ in service.isvc.components()
+    return {
+        "apiVersion": service.doc.get("apiVersion"),
+        "kind": "InferenceService",
+        "metadata": {**service.doc.get("metadata", {}), "generation": service.generation},
+        "spec": service.doc.get("spec", {}),
+        "status": service_status(service, route).document(),
     }
+
+
+def service_status(service: Service, route: ServiceRoute) -> InferenceServiceStatus:
+    """The typed `status` of a local service."""
     latest = service.latest
-    latest_ok = latest.ever_ready
     conditions = [
-        condition("Ready", route.ready, "NotReady", route.message),
-        condition(
-            "LatestDeploymentReady", latest_ok,
+        Condition.of("Ready", route.ready, "NotReady", route.message),
+        Condition.of(
+            "LatestDeploymentReady", latest.ever_ready,
             "RevisionFailed" if latest.failure else "RevisionStarting",
             latest.failure or f"revision {latest.name} is starting",
         ),
-        condition(
+        Condition.of(
             "RoutesReady", bool(route.traffic), "NoReadyRevision",
             "no revision has become ready yet",
         ),
@@ -67,54 +81,48 @@ def service_document(service: Service, route: ServiceRoute) -> dict[str, Any]:
         }
         for r in reversed(service.revisions)
     ]
-    metadata = dict(service.doc.get("metadata", {}))
-    metadata["generation"] = service.generation
-    return {
-        "apiVersion": service.doc.get("apiVersion"),
-        "kind": "InferenceService",
-        "metadata": metadata,
-        "spec": service.doc.get("spec", {}),
-        "status": {
-            "url": f"http://{route.host}",
-            "address": {"url": f"http://{route.host}"},
-            "components": components,
-            "conditions": conditions,
-            "observedGeneration": service.generation,
-            "modelserve": {"revisions": revisions},
+    url = f"http://{route.host}"
+    return InferenceServiceStatus(
+        url=url,
+        address=Addressable(url=url),
+        components={
+            name: _component_status(service, route, name)
+            for name, _ in service.isvc.components()
         },
-    }
+        conditions=conditions,
+        observedGeneration=service.generation,
+        modelserve={"revisions": revisions},
+    )
 
 
-
-def _component_status(service: Service, route: ServiceRoute, component: str) -> dict[str, Any]:
+def _component_status(service: Service, route: ServiceRoute, component: str) -> ComponentStatus:
     """`status.components.<component>` as KServe writes it. Locally a revision runs every
     component; each component's revisions are named after it (Knative's names)."""
 
-    def named(revision: str) -> str:
+    def named(revision: str | None) -> str | None:
+        if revision is None:
+            return None
         found = service.revision(revision)
         return revision_name(service.name, component, found.number) if found else revision
 
-    latest, ready = service.latest, service.latest_ready
-    block: dict[str, Any] = {"latestCreatedRevision": named(latest.name)}
-    if ready is not None:
-        block["latestReadyRevision"] = named(ready.name)
-    if service.latest_rolled_out:
-        block["latestRolledoutRevision"] = named(service.latest_rolled_out)
-    if service.previous_rolled_out:
-        block["previousRolledoutRevision"] = named(service.previous_rolled_out)
-    traffic = []
-    for t in route.traffic:
-        entry: dict[str, Any] = {
-            "revisionName": named(t.revision), "percent": t.percent, "latestRevision": t.latest,
-        }
-        if t.tag:
-            entry["tag"] = t.tag
-            if route.tag_routing:
-                entry["url"] = f"http://{route.tag_host(t.tag)}"
-        traffic.append(entry)
-    block["traffic"] = traffic
-    block["url"] = f"http://{route.host}"
-    return block
+    ready = service.latest_ready
+    return ComponentStatus(
+        latestCreatedRevision=named(service.latest.name),
+        latestReadyRevision=named(ready.name) if ready is not None else None,
+        latestRolledoutRevision=named(service.latest_rolled_out or None),
+        previousRolledoutRevision=named(service.previous_rolled_out or None),
+        traffic=[
+            TrafficTarget(
+                revisionName=named(t.revision) or t.revision,
+                percent=t.percent,
+                latestRevision=t.latest,
+                tag=t.tag or None,
+                url=f"http://{route.tag_host(t.tag)}" if t.tag and route.tag_routing else None,
+            )
+            for t in route.traffic
+        ],
+        url=f"http://{route.host}",
+    )
 
 
 def replica_details(replica: Replica) -> dict[str, Any]:
@@ -146,10 +154,3 @@ def failure_message(exc: BaseException) -> str:
     if not lines:
         return repr(exc)
     return "\n".join([lines[0], *lines[1:][-FAILURE_LINES:]])
-
-
-def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
-    condition = {"type": kind, "status": "True" if ok else "False"}
-    if not ok:
-        condition.update(reason=reason, message=message)
-    return condition

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from gateway.controlplane.manifests import ManifestError, parse_service
-from gateway.controlplane.status import condition
+from gateway.isvc_status import Condition, InferenceServiceStatus
 from servers.errors import Conflict, PermissionDenied, UnprocessableEntity
 
 __all__ = ["KubeOwnedRollouts", "Reconciler", "desired_document"]
@@ -276,20 +276,16 @@ class Reconciler:
 
     # --- status ----------------------------------------------------------------------------
 
-    def status(self, name: str) -> dict[str, Any]:
-        """The status the reconciler writes for `name` now."""
+    def status(self, name: str) -> InferenceServiceStatus:
+        """The status the reconciler writes for `name` now: the platform's, with a refusal as
+        the Ready condition, and the CR's generation once it is served or refused."""
         served = self.platform.status_document(name)
-        status: dict[str, Any] = dict((served or {}).get("status") or {})
+        status = InferenceServiceStatus.model_validate((served or {}).get("status") or {})
         refusal = self._refused.get(name)
         if refusal is not None:
-            kept = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
-            status["conditions"] = [condition("Ready", False, refusal.reason, refusal.message),
-                                    *kept]
-        if name in self._generation:
-            status["observedGeneration"] = self._generation[name]
-        else:
-            status.pop("observedGeneration", None)
-        return status
+            status = status.with_condition(
+                Condition.of("Ready", False, refusal.reason, refusal.message))
+        return status.model_copy(update={"observedGeneration": self._generation.get(name)})
 
     async def _write_statuses(self) -> None:
         from kubernetes import client
@@ -299,7 +295,7 @@ class Reconciler:
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             for name in list(self._desired):
-                status = self.status(name)
+                status = self.status(name).document()
                 text = json.dumps(status, sort_keys=True)
                 if self._written.get(name) == text:
                     continue
