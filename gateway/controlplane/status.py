@@ -85,9 +85,12 @@ def service_status(service: Service, route: ServiceRoute) -> InferenceServiceSta
     return InferenceServiceStatus(
         url=url,
         address=Addressable(url=url),
+        # The entry component (the one taking the traffic) first: clients that show one
+        # component, or patch one by default, take the first.
         components={
             name: _component_status(service, route, name)
-            for name, _ in service.isvc.components()
+            for name in sorted((n for n, _ in service.isvc.components()),
+                               key=lambda n: n != service.entry)
         },
         conditions=conditions,
         observedGeneration=service.generation,
