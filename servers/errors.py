@@ -80,7 +80,7 @@ class Conflict(ModelServeError):
     """The request conflicts with who owns the resource (e.g. an API server holds it)."""
 
     http_status = 409
-    grpc_code = StatusCode.FAILED_PRECONDITION
+    grpc_code = StatusCode.ABORTED  # gRPC's own HTTP mapping: ABORTED is 409
 
 
 class PayloadTooLarge(ModelServeError):
@@ -171,6 +171,7 @@ _GRPC_TO_HTTP: dict[StatusCode, int] = {
     StatusCode.UNIMPLEMENTED: 501,
     StatusCode.UNAUTHENTICATED: 401,
     StatusCode.PERMISSION_DENIED: 403,
+    StatusCode.ABORTED: 409,
 }
 
 

@@ -83,7 +83,9 @@ MODES = {
 def _run(perf_analyzer: str, arguments: list[str]) -> str:
     command = [perf_analyzer, *arguments, "--concurrency-range", "2",
                "--measurement-mode", "count_windows", "--measurement-request-count", "30",
-               "--max-trials", "3", "--stability-percentage", "100"]
+               # Up to 10 windows of 30: on 2 shared cores 3 were once not "stable" (within
+               # 100 % of each other) for tf-digits; this test is about the protocol, not speed.
+               "--max-trials", "10", "--stability-percentage", "100"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(command)}\n{output}"

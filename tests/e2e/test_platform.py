@@ -230,7 +230,11 @@ def test_services_report_each_service_like_an_inference_service_status(
     assert iris["components"]["predictor"]["latestRolledoutRevision"] == (
         "sklearn-iris-predictor-00001"
     )
-    assert list(by_name["iris-classifier"]["components"]) == ["transformer"]
+    # As KServe writes it: every component of the spec, the one taking the traffic first.
+    components = by_name["iris-classifier"]["components"]
+    assert list(components) == ["transformer", "predictor"]
+    assert components["transformer"]["latestReadyRevision"] == "iris-classifier-transformer-00001"
+    assert components["predictor"]["latestReadyRevision"] == "iris-classifier-predictor-00001"
     assert all(s["conditions"][0]["status"] == "True" for s in by_name.values())
     # Only the control plane serves them, and only with its token.
     assert httpx.get(f"{platform.url}/v1/services").status_code == 404

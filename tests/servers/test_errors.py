@@ -10,6 +10,7 @@ from servers import errors
 from servers.errors import (
     BackendTimeout,
     BackendUnavailable,
+    Conflict,
     InvalidInput,
     ModelLoadError,
     ModelNotFound,
@@ -32,6 +33,7 @@ STATUS_TABLE = [
     (Unauthenticated, 401, StatusCode.UNAUTHENTICATED),
     (PermissionDenied, 403, StatusCode.PERMISSION_DENIED),
     (ModelNotFound, 404, StatusCode.NOT_FOUND),
+    (Conflict, 409, StatusCode.ABORTED),
     (PayloadTooLarge, 413, StatusCode.RESOURCE_EXHAUSTED),
     (UnsupportedMediaType, 415, StatusCode.INVALID_ARGUMENT),
     (UnprocessableEntity, 422, StatusCode.FAILED_PRECONDITION),
@@ -111,7 +113,7 @@ def test_upstream_errors_pass_their_status_through() -> None:
         (StatusCode.INTERNAL, 500),
         (StatusCode.UNKNOWN, 500),
         (StatusCode.DATA_LOSS, 500),
-        (StatusCode.ABORTED, 500),
+        (StatusCode.ABORTED, 409),
     ],
 )
 def test_status_for_http_maps_grpc_codes(grpc_code: StatusCode, http_status: int) -> None:

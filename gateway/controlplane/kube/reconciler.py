@@ -133,9 +133,13 @@ class Reconciler:
     async def start(self) -> None:
         """Start watching; returns once the first list has been applied."""
         loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._watch, args=(lambda item: loop.call_soon_threadsafe(
-                self._queue.put_nowait, item),), name="isvc watch", daemon=True)
+
+        def put(item: tuple[str, Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: `up` is stopping
+                loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+        self._thread = threading.Thread(target=self._watch, args=(put,), name="isvc watch",
+                                        daemon=True)
         self._thread.start()
         self._tasks = [asyncio.create_task(self._work(), name="reconcile"),
                        asyncio.create_task(self._write_statuses(), name="isvc status")]
@@ -184,11 +188,15 @@ class Reconciler:
                         put((event["type"], obj))
                 failures = 0
             except ApiException as exc:
+                if self._stop.is_set():
+                    return
                 if exc.status != 410:
                     self._log_thread(put, f"watch: {exc.status} {exc.reason}: re-listing")
                 version = None  # 410 Gone: our version was compacted away
                 failures += 1
             except Exception as exc:  # the API server is away: keep trying
+                if self._stop.is_set():
+                    return
                 self._log_thread(put, f"watch: {type(exc).__name__}: "
                                       f"{str(exc).splitlines()[0] if str(exc) else ''}")
                 version = None
