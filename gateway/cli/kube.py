@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.controlplane.kube.crd import GROUP, PLURAL, VERSION
+
 if TYPE_CHECKING:
     from gateway.isvc_status import ComponentStatus, Condition
 
@@ -41,7 +43,6 @@ __all__ = [
     "summarize",
 ]
 
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 COMPONENTS = ("predictor", "transformer")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import uvloop
 from pydantic import ValidationError
 
+from gateway.cli.kube import KubeError
 from gateway.cli.up_kube import add_kube_flags
 from gateway.controlplane.components import PlanError
 from gateway.controlplane.manifests import ManifestError
@@ -310,14 +311,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(_up(args, doors, autoscaler, policy))
     except (ManifestError, PlanError, PolicyRefused, ModelDirMissing, StartError,
-            OSError, TimeoutError, ValueError) as exc:
+            OSError, TimeoutError, ValueError, KubeError) as exc:
         return _error(str(exc))
-    except Exception as exc:
-        from gateway.cli.up_kube import kube_error
-
-        if type(exc).__name__ != "ApiException":
-            raise
-        return _error(kube_error(exc))
     finally:
         for sock in sockets:
             sock.close()

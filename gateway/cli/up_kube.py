@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.kube import KubeError, api_error_message
 from gateway.controlplane.kube.apiserver import RECONCILER_USER, KubeLocal
 from gateway.controlplane.kube.applying import apply_manifests, grant_reconciler
 from gateway.controlplane.kube.crd import inference_service_crd, install_crd, read_crd
 
-__all__ = ["KubeSource", "add_kube_flags", "kube_error", "open_kube_source"]
+__all__ = ["KubeSource", "add_kube_flags", "open_kube_source"]
 
 DEFAULT_KUBE_DIR = Path(".kube")
 
@@ -57,7 +58,8 @@ def _say(line: str) -> None:
 
 async def open_kube_source(args: argparse.Namespace, manifests: list[Path]) -> KubeSource:
     """Start (with --kube-local) or connect to (--kube) the API server; raises OSError,
-    TimeoutError or ValueError with a one-line reason."""
+    TimeoutError, ValueError or `KubeError` (what the API server refused) with a one-line
+    reason."""
     namespace = args.namespace or "default"
     if not args.kube_local:
         if args.kubeconfig is None or not args.kubeconfig.is_file():
@@ -71,10 +73,14 @@ async def open_kube_source(args: argparse.Namespace, manifests: list[Path]) -> K
     await local.start()
     try:
         admin = await asyncio.to_thread(_client, local.kubeconfig_path)
+        from kubernetes.client.exceptions import ApiException
+
         try:
             await asyncio.to_thread(install_crd, admin, crd)
             await asyncio.to_thread(grant_reconciler, admin, namespace, RECONCILER_USER)
             lines = await asyncio.to_thread(apply_manifests, admin, manifests, namespace)
+        except ApiException as exc:
+            raise KubeError(api_error_message(exc, None, namespace)) from exc
         finally:
             admin.close()
         for line in lines:
@@ -110,13 +116,4 @@ def add_kube_flags(up: argparse.ArgumentParser) -> None:
                        help="with --kube-local: install this CRD (e.g. KServe's) instead of ours")
     group.add_argument("--kube-dir", type=Path, default=DEFAULT_KUBE_DIR,
                        help="with --kube-local: the API server's state (default: .kube)")
-
-
-def kube_error(exc: BaseException) -> str:
-    """One line for what stopped the API server's side from starting."""
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        return f"the Kubernetes API answered {exc.status} {exc.reason}: {exc.body or ''}"[:2000]
-    return str(exc) or type(exc).__name__
 

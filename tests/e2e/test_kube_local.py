@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from gateway.controlplane.kube.apiserver import RECONCILER_USER, KubeNotInstalled, find_binaries
-from gateway.controlplane.kube.applying import RECONCILER_ROLE, reconciler_role
+from gateway.controlplane.kube.applying import reconciler_binding, reconciler_role
 from tests.support import ROOT, Platform, run_platform
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
@@ -393,16 +393,8 @@ def _up_kube_serves_another_api_servers_namespace(
     admin, reconciler = kube_dir / "kubeconfig", kube_dir / "reconciler.kubeconfig"
     namespace = "team-a"
     kubectl(admin, "create", "namespace", namespace)
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": RECONCILER_ROLE, "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": RECONCILER_ROLE},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                      "name": RECONCILER_USER}],
-    }
-    role = json.dumps({"apiVersion": "v1", "kind": "List",
-                       "items": [reconciler_role(namespace), binding]})
+    role = json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        reconciler_role(namespace), reconciler_binding(namespace, RECONCILER_USER)]})
     kubectl(admin, "apply", "-f", "-", input=role)
     doc = yaml.safe_load(MANIFEST.read_text())
     doc["metadata"]["namespace"] = namespace

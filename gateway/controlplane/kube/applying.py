@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gateway.controlplane.kube.crd import GROUP, PLURAL, VERSION
 from gateway.controlplane.manifests import (
     ManifestError,
     Problem,
@@ -28,12 +29,12 @@ __all__ = [
     "apply_manifests",
     "grant_reconciler",
     "merge_patch_between",
+    "reconciler_binding",
     "reconciler_role",
     "read_inference_services",
 ]
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 RECONCILER_ROLE = "modelserve-reconciler"
 
 
@@ -51,13 +52,9 @@ def reconciler_role(namespace: str) -> dict[str, Any]:
     }
 
 
-def grant_reconciler(api_client: Any, namespace: str, user: str) -> None:
-    """Create (or replace) the reconciler's Role and its RoleBinding to `user`."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    rbac: Any = client.RbacAuthorizationV1Api(api_client)
-    binding = {
+def reconciler_binding(namespace: str, user: str) -> dict[str, Any]:
+    """The RoleBinding that gives `user` the reconciler's Role."""
+    return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": RECONCILER_ROLE, "namespace": namespace},
@@ -65,10 +62,19 @@ def grant_reconciler(api_client: Any, namespace: str, user: str) -> None:
                     "name": RECONCILER_ROLE},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
+
+
+def grant_reconciler(api_client: Any, namespace: str, user: str) -> None:
+    """Create (or replace) the reconciler's Role and its RoleBinding to `user`."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    rbac: Any = client.RbacAuthorizationV1Api(api_client)
     for body, create, replace in (
         (reconciler_role(namespace), rbac.create_namespaced_role,
          rbac.replace_namespaced_role),
-        (binding, rbac.create_namespaced_role_binding, rbac.replace_namespaced_role_binding),
+        (reconciler_binding(namespace, user), rbac.create_namespaced_role_binding,
+         rbac.replace_namespaced_role_binding),
     ):
         try:
             create(namespace, body)

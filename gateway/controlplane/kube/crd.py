@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CRD_NAME", "inference_service_crd", "install_crd", "read_crd"]
+__all__ = ["CRD_NAME", "GROUP", "PLURAL", "VERSION", "inference_service_crd", "install_crd",
+           "read_crd"]
 
-CRD_NAME = "inferenceservices.serving.kserve.io"
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 ESTABLISHED_TIMEOUT_S = 60.0
 
 _TRAFFIC = ".status.components.predictor.traffic"

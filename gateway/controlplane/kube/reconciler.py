@@ -29,14 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from gateway.controlplane.kube.applying import LAST_APPLIED
+from gateway.controlplane.kube.crd import GROUP, PLURAL, VERSION
 from gateway.controlplane.manifests import ManifestError, parse_service
 from gateway.isvc_status import Condition, InferenceServiceStatus
 from servers.errors import Conflict, PermissionDenied, UnprocessableEntity
 
 __all__ = ["KubeOwnedRollouts", "Reconciler", "desired_document"]
 
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 WATCH_TIMEOUT_S = 300  # the server ends a watch after this; it is resumed at once
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 STATUS_EVERY_S = 0.5
@@ -191,22 +191,18 @@ class Reconciler:
                 if self._stop.is_set():
                     return
                 if exc.status != 410:
-                    self._log_thread(put, f"watch: {exc.status} {exc.reason}: re-listing")
+                    put(("log", f"watch: {exc.status} {exc.reason}: re-listing"))
                 version = None  # 410 Gone: our version was compacted away
                 failures += 1
             except Exception as exc:  # the API server is away: keep trying
                 if self._stop.is_set():
                     return
-                self._log_thread(put, f"watch: {type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                put(("log", f"watch: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}"))
                 version = None
                 failures += 1
             if failures:
                 self._stop.wait(BACKOFF_S[min(failures - 1, len(BACKOFF_S) - 1)])
-
-    @staticmethod
-    def _log_thread(put: Callable[[tuple[str, Any]], None], line: str) -> None:
-        put(("log", line))
 
     # --- the work (the event loop) ---------------------------------------------------------
 
