@@ -29,6 +29,7 @@ __all__ = [
     "LaunchPlan",
     "PlanError",
     "PolicyRefused",
+    "PortAllocator",
     "free_port",
     "parse_args",
     "plan_component",
@@ -105,6 +106,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class PortAllocator:
+    """Free ports on 127.0.0.1, never the same one twice from one allocator (a port freed by
+    a stopped process may otherwise be handed to two starting ones)."""
+
+    def __init__(self) -> None:
+        self._used: set[int] = set()
+
+    def __call__(self) -> int:
+        while (port := free_port()) in self._used:
+            pass
+        self._used.add(port)
+        return port
 
 
 def parse_args(args: list[str]) -> list[tuple[str, str | None]]:

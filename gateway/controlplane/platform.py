@@ -10,13 +10,6 @@ What KServe's controller, Knative and the kubelet do in a cluster, reduced to on
   goes to the latest (tag `latest`) and the rest to the previously rolled-out one (tag `prev`).
   Removing the field promotes; `0` rolls back. A revision that is not ready yet gets nothing;
   one that no traffic entry names is drained and stopped.
-- **Replicas.** Each revision runs `desired` replicas; a `KPA` per revision (Knative's
-  algorithm, `autoscaler.py`) sets `desired` from the concurrency the data plane reports
-  (`ConcurrencyStats`). At zero the revision's requests wait in the activator
-  (`gateway/dataplane/resolve.py`), which wakes this loop at once to start a replica.
-- **Routes.** The routing table is kept in step: the replicas that are ready, the split, and
-  the InferenceService document the control plane's `GET /v1/services` answers
-  (`status.py`). The data plane only reads it.
 - **Load and unload** (Triton's repository extension, mapped): `load` wakes a service at zero
   and waits until it is ready; `unload` scales a `minReplicas: 0` service to zero and clears
   its autoscaler's history, so that it stays there until a request or a `load` comes.
@@ -24,9 +17,10 @@ What KServe's controller, Knative and the kubelet do in a cluster, reduced to on
 - **Policy.** Every plan passes the launch and storage policy (`policy.py`) before anything
   starts, for `up`'s own manifests and the rollout API's alike.
 
-The state itself (services, revisions, replicas, their traffic) lives in `revisions.py`;
-this module changes it. Services start predictors before the transformers that call them;
-services start side by side.
+The platform is the rollout API over four rooms, each with one job: the state (services,
+revisions, replicas, their traffic: `revisions.py`), the replica lifecycle (plan, start,
+scale, drain: `replicas.py`), the autoscaler loop (`scaler.py`, each revision's KPA fed by
+the data plane, woken by the activator) and the route the data plane reads (`routes.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -42,18 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.controlplane.autoscaler import (
-    KPA,
-    AutoscalerSettings,
-    settings_from_component,
-)
-from gateway.controlplane.components import (
-    LaunchPlan,
-    PlanError,
-    free_port,
-    plan_service,
-    revision_name,
-)
+from gateway.controlplane.autoscaler import KPA
+from gateway.controlplane.components import LaunchPlan, PlanError, plan_service, revision_name
 from gateway.controlplane.manifests import (
     InferenceService,
     ManifestError,
@@ -63,17 +46,18 @@ from gateway.controlplane.manifests import (
 )
 from gateway.controlplane.patches import PatchError, apply_patch
 from gateway.controlplane.policy import LaunchPolicy, PolicyRefused
-from gateway.controlplane.revisions import (
-    Replica,
-    Revision,
-    Service,
-    entry_spec,
-    revision_template,
+from gateway.controlplane.replicas import (
+    ModelDirMissing,
+    ReplicaLifecycle,
+    check_model_dirs,
+    write_line,
 )
-from gateway.controlplane.runtimes import runs_tritonserver
-from gateway.controlplane.status import failure_message, not_ready_message, service_document
+from gateway.controlplane.revisions import Revision, Service, revision_template
+from gateway.controlplane.routes import service_route
+from gateway.controlplane.scaler import ScalerLoop, kpa_settings
+from gateway.controlplane.status import not_ready_message
 from gateway.controlplane.supervisor import Supervisor
-from gateway.routing import Backend, RoutingTable, ServiceRoute, Traffic
+from gateway.routing import RoutingTable
 from gateway.settings import AutoscalerDefaults
 from servers.errors import (
     ModelNotFound,
@@ -93,13 +77,7 @@ __all__ = [
     "StartError",
 ]
 
-TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
-RETRY_START_S = 5.0  # after a replica failed to start, wait this long before another
 LOAD_TIMEOUT_S = 300.0  # how long a repository `load` waits for a woken service
-
-
-class ModelDirMissing(FileNotFoundError):
-    """A component's model directory does not exist locally."""
 
 
 class StartError(RuntimeError):
@@ -108,6 +86,8 @@ class StartError(RuntimeError):
 
 @dataclass(frozen=True)
 class ComponentStatus:
+    """One supervised process, as `up` prints it."""
+
     name: str
     revision: str
     state: str
@@ -120,42 +100,14 @@ class ComponentStatus:
 
 @dataclass(frozen=True)
 class ServiceStatus:
+    """One service and its processes, as `up` prints it."""
+
     name: str
     namespace: str
     host: str
     ready: bool
     message: str
     components: tuple[ComponentStatus, ...]
-
-
-class _PortAllocator:
-    """Free ports, never the same one twice in one platform."""
-
-    def __init__(self) -> None:
-        self._used: set[int] = set()
-
-    def __call__(self) -> int:
-        while (port := free_port()) in self._used:
-            pass
-        self._used.add(port)
-        return port
-
-
-def _check_model_dirs(plans: list[LaunchPlan], models_root: Path) -> None:
-    missing = sorted(
-        {
-            f"{plan.model_dir} (for {plan.name})"
-            for plan in plans
-            if plan.model_dir is not None and not plan.model_dir.exists()
-        }
-    )
-    if missing:
-        raise ModelDirMissing(
-            "model directory not found: "
-            + ", ".join(missing)
-            + "; build the demo models with `modelserve build-models --out "
-            + f"{models_root}` or pass --models-dir"
-        )
 
 
 class LocalPlatform:
@@ -184,12 +136,30 @@ class LocalPlatform:
         self.output = output if output is not None else sys.stdout
         self.autoscaler = autoscaler or AutoscalerDefaults(enabled=False)
         self._isvcs = services
-        self._supervisor_options = supervisor_options
         self._services: dict[str, Service] = {}
-        self._ports = _PortAllocator()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._clock: Callable[[], float] = time.monotonic
+        self._replicas = ReplicaLifecycle(
+            models_root,
+            self.policy,
+            self.platform_env,
+            table.stats,
+            self._refresh,
+            self._write,
+            drain_timeout_s=self.autoscaler.drain_timeout_s,
+            output=self.output,
+            clock=self._clock,
+            **supervisor_options,
+        )
+        self._scaler = ScalerLoop(
+            self.autoscaler,
+            table.stats,
+            self._replicas,
+            self._services.values,
+            self._refresh,
+            self._write,
+            clock=self._clock,
+        )
+        self._loop_task: asyncio.Task[None] | None = None
 
     # --- planning and start-up -----------------------------------------------------------
 
@@ -201,12 +171,14 @@ class LocalPlatform:
         """
         isvcs = self._isvcs if self._isvcs is not None else load_manifests(self.manifest_paths)
         for isvc in isvcs:
-            self._kpa_settings(isvc)
+            kpa_settings(isvc, self.autoscaler)
+        ports = self._replicas.ports
         planned = [
-            (isvc, plan_service(isvc, self.models_root, self._ports, 1, 1, *self._plan_policy))
+            (isvc, plan_service(isvc, self.models_root, ports, 1, 1, self.policy,
+                                self.platform_env))
             for isvc in isvcs
         ]
-        _check_model_dirs([p for _, plans in planned for p in plans], self.models_root)
+        check_model_dirs([p for _, plans in planned for p in plans], self.models_root)
         return planned
 
     async def start(self) -> None:
@@ -217,8 +189,8 @@ class LocalPlatform:
             service = Service(isvc, isvc.model_dump(mode="json", exclude_none=True))
             self._services[isvc.name] = service
             revision = self._new_revision(service, isvc)
-            replica = self._replica(service, revision, plans)
-            starting.append(asyncio.create_task(self._start_replica(service, revision, replica)))
+            replica = self._replicas.add(service, revision, plans)
+            starting.append(asyncio.create_task(self._replicas.start(service, revision, replica)))
             self._refresh(service)
         results = await asyncio.gather(*starting, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -228,7 +200,7 @@ class LocalPlatform:
                 if not isinstance(error, Exception):
                     raise error
             raise StartError("\n".join(str(e) for e in errors))
-        self._loop_task = asyncio.create_task(self._autoscale(), name="autoscaler")
+        self._loop_task = asyncio.create_task(self._scaler.run(), name="autoscaler")
 
     async def stop(self) -> None:
         """Stop every component of every service (SIGTERM, then SIGKILL after the grace)."""
@@ -237,16 +209,7 @@ class LocalPlatform:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        replicas = [
-            replica
-            for service in self._services.values()
-            for revision in service.revisions
-            for replica in revision.replicas
-        ]
-        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        await self._replicas.stop(list(self._services.values()))
 
     # --- the rollout API -----------------------------------------------------------------
 
@@ -289,8 +252,7 @@ class LocalPlatform:
         self.table.remove(name)
         for revision in service.revisions:
             self.table.stats.forget(revision.name)
-        replicas = [r for revision in service.revisions for r in revision.replicas]
-        await asyncio.gather(*(r.stop() for r in replicas), return_exceptions=True)
+        await self._replicas.stop_replicas([service])
         self._write(f"service {name} deleted")
 
     async def load(self, name: str, timeout_s: float = LOAD_TIMEOUT_S) -> None:
@@ -306,7 +268,8 @@ class LocalPlatform:
                 self._write(f"repository load: waking {revision.name}")
                 # As the activator's demand does: a stable window before any scale-down.
                 revision.kpa.record(self._clock(), 1.0)
-                await self._scale(service, revision, max(1, revision.settings.min_replicas))
+                wanted = max(1, revision.settings.min_replicas)
+                await self._replicas.scale(service, revision, wanted)
         deadline = self._clock() + timeout_s
         while not any(r.ready_count for r in self._routed(service)):
             if service.deleted:
@@ -331,7 +294,7 @@ class LocalPlatform:
             if revision.live:
                 self._write(f"repository unload: {revision.name} to zero")
             revision.kpa.forget()
-            await self._scale(service, revision, 0)
+            await self._replicas.scale(service, revision, 0)
 
     def _service(self, name: str) -> Service:
         service = self._services.get(name)
@@ -368,7 +331,7 @@ class LocalPlatform:
 
     def _apply(self, data: Any, where: str) -> tuple[dict[str, Any], bool]:
         isvc = parse_service(data, where)
-        self._kpa_settings(isvc)  # a bad annotation fails here, before anything changes
+        kpa_settings(isvc, self.autoscaler)  # a bad annotation fails here, before anything changes
         service = self._services.get(isvc.name)
         if service is not None and service.isvc.namespace != isvc.namespace:
             raise ManifestError([Problem(where, "metadata.namespace", (
@@ -377,19 +340,19 @@ class LocalPlatform:
         doc = isvc.model_dump(mode="json", exclude_none=True)
         created = service is None
         if service is None:
-            plans = self._plan_replica(isvc, 1, 1)
+            plans = self._replicas.plan(isvc, 1, 1)
             service = self._services[isvc.name] = Service(isvc, doc)
             revision = self._new_revision(service, isvc)
-            self._launch(service, revision, self._replica(service, revision, plans))
+            self._replicas.launch(service, revision, plans)
         else:
             changed = revision_template(isvc) != revision_template(service.isvc)
-            plans = self._plan_replica(isvc, len(service.revisions) + 1, 1) if changed else []
+            plans = self._replicas.plan(isvc, len(service.revisions) + 1, 1) if changed else []
             if doc != service.doc:
                 service.generation += 1
             service.isvc, service.doc = isvc, doc
             if changed:
                 revision = self._new_revision(service, isvc)
-                self._launch(service, revision, self._replica(service, revision, plans))
+                self._replicas.launch(service, revision, plans)
         self._refresh(service)
         route = self.table.get(isvc.name)
         assert route is not None
@@ -401,7 +364,7 @@ class LocalPlatform:
         """Per-service state, in manifest order."""
         out = []
         for service in self._services.values():
-            route = self.table.get(service.name) or self._route(service)
+            route = self.table.get(service.name) or service_route(service, self.table.domain)
             supervisors = [
                 s
                 for revision in service.revisions
@@ -433,6 +396,7 @@ class LocalPlatform:
         return out
 
     def supervisors(self) -> list[Supervisor]:
+        """Every supervised process of every replica, for the dashboard and the metrics."""
         return [
             s
             for service in self._services.values()
@@ -441,40 +405,11 @@ class LocalPlatform:
             for s in replica.supervisors
         ]
 
-    # --- revisions and replicas ----------------------------------------------------------
-
-    def _plan_replica(
-        self, isvc: InferenceService, revision: int, replica: int
-    ) -> list[LaunchPlan]:
-        plans = plan_service(
-            isvc, self.models_root, self._ports, revision, replica, *self._plan_policy
-        )
-        _check_model_dirs(plans, self.models_root)
-        return plans
-
-    @property
-    def _plan_policy(self) -> tuple[LaunchPolicy, dict[str, str]]:
-        return self.policy, self.platform_env
-
-    def _kpa_settings(self, isvc: InferenceService) -> AutoscalerSettings:
-        """The entry component's KPA settings; raises ManifestError naming a bad field."""
-        spec = entry_spec(isvc)
-        try:
-            return settings_from_component(
-                isvc.metadata.annotations,
-                spec.containerConcurrency,
-                spec.minReplicas,
-                spec.maxReplicas,
-                (spec.model_extra or {}).get("scaleTarget"),
-                _kpa_defaults(self.autoscaler),
-            )
-        except ValueError as exc:
-            where = f"{isvc.name} spec.{isvc.entry} / metadata.annotations"
-            raise ManifestError([Problem(where, "", str(exc))]) from exc
+    # --- revisions, routes --------------------------------------------------------------
 
     def _new_revision(self, service: Service, isvc: InferenceService) -> Revision:
         number = len(service.revisions) + 1
-        settings = self._kpa_settings(isvc)
+        settings = kpa_settings(isvc, self.autoscaler)
         revision = Revision(
             name=revision_name(isvc.name, isvc.entry, number),
             number=number,
@@ -485,95 +420,6 @@ class LocalPlatform:
         )
         service.revisions.append(revision)
         return revision
-
-    def _replica(
-        self, service: Service, revision: Revision, plans: list[LaunchPlan]
-    ) -> Replica:
-        def on_change(_supervisor: Supervisor) -> None:
-            self._on_change(service)
-
-        supervisors = [
-            Supervisor(plan, on_change, output=self.output, **self._supervisor_options)
-            for plan in plans
-        ]
-        replica = Replica(revision.next_replica, supervisors, service.entry)
-        revision.next_replica += 1
-        revision.replicas.append(replica)
-        return replica
-
-    async def _start_replica(
-        self, service: Service, revision: Revision, replica: Replica
-    ) -> None:
-        try:
-            await replica.start()
-        except BaseException as exc:
-            await asyncio.shield(replica.stop())  # a predictor whose transformer failed
-            if replica in revision.replicas:
-                revision.replicas.remove(replica)
-            revision.last_start_failure = self._clock()
-            if not revision.ever_ready:
-                revision.failure = failure_message(exc)
-            self._refresh(service)
-            raise
-        if service.deleted:  # deleted while it started
-            await replica.stop()
-            return
-        if not revision.ever_ready:
-            revision.ever_ready, revision.failure = True, ""
-            self._write(f"revision {revision.name} ready")
-            if not revision.retired and len(revision.live) < revision.desired:
-                await self._scale(service, revision, revision.desired)  # minReplicas
-        self._refresh(service)
-
-    def _launch(self, service: Service, revision: Revision, replica: Replica) -> None:
-        """Start `replica` in the background; a failure is reported, not raised."""
-
-        async def run() -> None:
-            try:
-                await self._start_replica(service, revision, replica)
-            except Exception as exc:
-                self._write(f"replica {replica.number} of {revision.name} failed to start: "
-                            f"{str(exc).splitlines()[0] if str(exc) else exc!r}")
-
-        task = asyncio.create_task(run(), name=f"start {revision.name}-{replica.number}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _scale(self, service: Service, revision: Revision, desired: int) -> None:
-        """Start or drain replicas until `desired` are live."""
-        revision.desired = desired
-        live = revision.live
-        if len(live) < desired:
-            if self._clock() - revision.last_start_failure < RETRY_START_S:
-                return
-            for _ in range(desired - len(live)):
-                plans = self._plan_replica(revision.isvc, revision.number, revision.next_replica)
-                self._launch(service, revision, self._replica(service, revision, plans))
-        elif len(live) > desired:
-            # Not-ready replicas go first, then the newest: the oldest keep serving (warm
-            # caches, and clients that were told a replica's own address keep it).
-            surplus = sorted(live, key=lambda r: (r.ready, -r.number))[: len(live) - desired]
-            for replica in surplus:
-                self._drain(service, revision, replica)
-        self._refresh(service)
-
-    def _drain(self, service: Service, revision: Revision, replica: Replica) -> None:
-        """Take `replica` out of the route, let its requests finish, then stop it."""
-        replica.draining = True
-        url = replica.entry.plan.http_url
-
-        async def run() -> None:
-            deadline = self._clock() + self.autoscaler.drain_timeout_s
-            while self.table.stats.backend_in_flight(url) and self._clock() < deadline:
-                await asyncio.sleep(0.05)
-            await replica.stop()
-            if replica in revision.replicas:
-                revision.replicas.remove(replica)
-            self._refresh(service)
-
-        task = asyncio.create_task(run(), name=f"drain {revision.name}-{replica.number}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _refresh(self, service: Service) -> None:
         """Recompute traffic, retire unreferenced revisions, write the route."""
@@ -587,119 +433,9 @@ class LocalPlatform:
                 revision.desired = 0
                 self._write(f"revision {revision.name} has no traffic: stopping it")
                 for replica in revision.live:
-                    self._drain(service, revision, replica)
+                    self._replicas.drain(service, revision, replica)
                 self.table.stats.forget(revision.name)
-        self.table.update(self._route(service, traffic))
-
-    def _on_change(self, service: Service) -> None:
-        if service.name in self._services:
-            self._refresh(service)
-
-    # --- the autoscaler loop -------------------------------------------------------------
-
-    async def _autoscale(self) -> None:
-        """Feed each revision's KPA once a bucket and apply its decision every tick; wake at
-        once when the activator holds a request for a revision at zero."""
-        defaults = self.autoscaler
-        demand = self.table.stats.demand()
-        next_bucket = next_tick = self._clock()
-        while True:
-            wait = max(0.0, min(next_bucket, next_tick) - self._clock())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await demand.wait()
-            now = self._clock()
-            if demand.is_set():
-                demand.clear()
-                await self._wake_from_zero()
-            if not defaults.enabled:
-                next_bucket = next_tick = now + defaults.tick_s
-                continue
-            if now >= next_bucket:
-                next_bucket = now + defaults.bucket_s
-                for _service, revision in self._active_revisions():
-                    revision.kpa.record(now, self.table.stats.average(revision.name))
-            if now >= next_tick:
-                next_tick = now + defaults.tick_s
-                for service, revision in self._active_revisions():
-                    decision = revision.kpa.decide(now, revision.ready_count)
-                    before, revision.decision = revision.decision, decision
-                    if decision.desired != revision.desired:
-                        self._write(f"autoscaler: {revision.name} {revision.desired} -> "
-                                    f"{decision.desired} ({decision.reason})")
-                    if decision.desired != revision.desired or decision.desired != len(
-                        revision.live
-                    ):
-                        await self._scale(service, revision, decision.desired)
-                    elif before is None or before.panic != decision.panic:
-                        self._refresh(service)
-
-    def _active_revisions(self) -> list[tuple[Service, Revision]]:
-        """Revisions the autoscaler drives: serving (ready once) and not retired."""
-        return [
-            (service, revision)
-            for service in self._services.values()
-            for revision in service.revisions
-            if revision.ever_ready and not revision.retired
-        ]
-
-    async def _wake_from_zero(self) -> None:
-        for service, revision in self._active_revisions():
-            if self.table.stats.waiting(revision.name) and not revision.live:
-                self._write(f"activator: request for {revision.name} at zero, starting a replica")
-                revision.kpa.record(self._clock(), float(self.table.stats.waiting(revision.name)))
-                await self._scale(service, revision, max(1, revision.desired))
-
-    # --- routes and documents ------------------------------------------------------------
-
-    def _route(
-        self, service: Service, traffic: tuple[Traffic, ...] | None = None
-    ) -> ServiceRoute:
-        if traffic is None:
-            traffic = service.traffic()
-        backends = tuple(
-            Backend(
-                revision=revision.name,
-                http_url=replica.entry.plan.http_url,
-                grpc_target=replica.entry.plan.grpc_target,
-                ready=replica.ready,
-            )
-            for revision in reversed(service.revisions)
-            for replica in revision.replicas
-            if not replica.draining
-        )
-        routed = {t.revision for t in traffic if t.percent > 0}
-        message = ""
-        if not any(b.ready and b.revision in routed for b in backends):
-            message = not_ready_message(service)
-        route = ServiceRoute(
-            name=service.name,
-            namespace=service.isvc.namespace,
-            backends=backends,
-            domain=self.table.domain,
-            message=message,
-            component=service.entry,
-            traffic=traffic,
-            tag_routing=service.isvc.metadata.annotations.get(TAG_ROUTING, "").lower() == "true",
-            screen_v2_bodies=any(
-                runs_tritonserver(entry_spec(r.isvc)) for r in service.revisions
-            ),
-        )
-        return dataclasses.replace(route, document=service_document(service, route))
+        self.table.update(service_route(service, self.table.domain, traffic))
 
     def _write(self, line: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.output.write(f"[controlplane] {line}\n")
-            self.output.flush()
-
-
-def _kpa_defaults(defaults: AutoscalerDefaults) -> AutoscalerSettings:
-    """The cluster-wide defaults as the KPA's settings (annotations override them)."""
-    return AutoscalerSettings(
-        stable_window=defaults.stable_window_s,
-        panic_window_percentage=defaults.panic_window_percentage,
-        panic_threshold_percentage=defaults.panic_threshold_percentage,
-        scale_to_zero_grace_period=defaults.scale_to_zero_grace_period_s,
-        tick=defaults.tick_s,
-        bucket=defaults.bucket_s,
-    )
+        write_line(self.output, line)

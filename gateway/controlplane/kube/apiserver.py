@@ -42,7 +42,7 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
-from gateway.controlplane.components import free_port
+from gateway.controlplane.components import PortAllocator
 from gateway.controlplane.supervisor import die_with_parent
 
 __all__ = [
@@ -297,9 +297,8 @@ class KubeLocal:
         os.chmod(self.state_dir, 0o700)
         await asyncio.to_thread(_make_pki, self.pki)
         self.tokens = _tokens(self.state_dir / "tokens.csv")
-        client_port, peer_port = free_port(), free_port()
-        while (port := free_port()) in (client_port, peer_port):
-            pass
+        ports = PortAllocator()
+        client_port, peer_port, port = ports(), ports(), ports()
         self.port, self.url = port, f"https://127.0.0.1:{port}"
         etcd_url = f"http://127.0.0.1:{client_port}"
         logs = self.state_dir / "logs"
