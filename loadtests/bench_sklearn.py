@@ -7,9 +7,11 @@ modelserve services through the gateway (`modelserve up`), compared with calling
     .venv/bin/python loadtests/bench_sklearn.py --only "sklearn-iris, limits off"
 
 Prints req/s, p50 and p99 latency per target and level, the ratios of modelserve to the
-stock KServe peer measured in the same run, and for the gateway's targets its own CPU per
-request (its process only, not the components'). "limits off" is the gateway without its
-front door and outlier ejection: its ratio to the gateway with them is what they cost.
+stock KServe peer measured in the same run, and the CPU each process spends per request
+(`/proc/PID/stat`, loadtests/cpu.py: the gateway's own process, each component with its
+children), which means something on a shared host where req/s moves. "limits off" is the
+gateway without its front door and outlier ejection: its ratio to the gateway with them is
+what they cost.
 Traffic goes to 127.0.0.1 only.
 """
 
@@ -26,10 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
-
+from loadtests.cpu import CpuMeter  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
-from loadtests.table import ONE_REPLICA  # noqa: E402
+from loadtests.table import ONE_REPLICA, loadavg, print_table  # noqa: E402
 from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
 
@@ -107,46 +108,53 @@ TARGETS = [
 ]
 
 
-# CPU seconds of the gateway's own process (not its components) per level, by target.
-GatewayCpu = dict[int, float]
+# Microseconds of CPU a request per process ("gateway", "predictor", "transformer"), per level.
+CpuTable = dict[int, dict[str, float]]
+CPU_COLUMNS = ["gateway", "transformer", "predictor"]
 
 
 async def measure(
-    port: int, body: bytes, levels: list[int], seconds: float, path: str = PATH,
-    pid: int | None = None, cpu: GatewayCpu | None = None,
+    port: int, body: bytes, levels: list[int], seconds: float, path: str,
+    own: dict[str, int], trees: dict[str, int], cpu: CpuTable,
 ) -> dict[int, LoadResult]:
+    """Load each level; record each process's (tree's) CPU per request into `cpu`."""
     results = {}
-    process = psutil.Process(pid) if pid is not None else None
     for connections in levels:
-        before = sum(process.cpu_times()[:2]) if process is not None else 0.0
+        meter = CpuMeter(own, trees)
+        meter.start()
         results[connections] = await run_load("127.0.0.1", port, path, body, connections, seconds)
-        if process is not None and cpu is not None:
-            cpu[connections] = sum(process.cpu_times()[:2]) - before
+        meter.stop()
+        cpu[connections] = meter.per_request(results[connections].completed)
     return results
 
 
 def _run_target(
     target: Target, model_dir: Path, logs: Path, levels: list[int], seconds: float,
-    cpu: GatewayCpu,
+    cpu: CpuTable,
 ) -> dict[int, LoadResult]:
     if target.via_gateway:
         with run_platform(model_dir.parent, logs, env={**ONE_REPLICA, **target.env}) as platform:
             path = f"/v1/models/{target.via_gateway}:predict"
+            components = platform.component_pids(target.via_gateway)
             return asyncio.run(measure(platform.port, target.body, levels, seconds, path,
-                                       platform.process.pid, cpu))
+                                       {"gateway": platform.process.pid}, components, cpu))
     predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]
     with run_server(target.predictor, predictor_args, logs) as predictor:
+        pids = {"predictor": predictor.process.pid}
         if target.transformer is None:
-            return asyncio.run(measure(predictor.http_port, target.body, levels, seconds))
+            return asyncio.run(measure(predictor.http_port, target.body, levels, seconds, PATH,
+                                       {}, pids, cpu))
         stock = target.transformer.startswith("loadtests.")
         transformer_args = [
             "--model_name=iris",
             f"--model_dir={model_dir}",
-            f"--predictor_host=127.0.0.1:{predictor.http_port if stock else predictor.grpc_port}",
-            f"--predictor_protocol={'v1' if stock else 'grpc-v2'}",
+            f"--predictor_host=127.0.0.1:{predictor.http_port}",
+            f"--predictor_protocol={'v1' if stock else 'v2'}",  # as the manifests say
         ]
         with run_server(target.transformer, transformer_args, logs) as transformer:
-            return asyncio.run(measure(transformer.http_port, target.body, levels, seconds))
+            pids["transformer"] = transformer.process.pid
+            return asyncio.run(measure(transformer.http_port, target.body, levels, seconds,
+                                       PATH, {}, pids, cpu))
 
 
 def main() -> int:
@@ -158,7 +166,9 @@ def main() -> int:
     parser.add_argument(
         "--only", default="", help="run the targets whose name holds this (and their peers)"
     )
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
+    print(f"load average before: {loadavg()}")
     chosen = [t for t in TARGETS if args.only in t.name]
     wanted = {t.name for t in chosen} | {t.peer for t in chosen if t.peer}
     targets = [t for t in TARGETS if t.name in wanted]
@@ -166,31 +176,30 @@ def main() -> int:
         model_dir = build_all(Path(tmp) / "models")[0]
         logs = Path(tmp)
         table: dict[str, dict[int, LoadResult]] = {}
-        cpu: dict[str, GatewayCpu] = {}
+        cpu: dict[str, CpuTable] = {}
         for target in targets:
             print(f"… {target.name}", file=sys.stderr, flush=True)
             cpu[target.name] = {}
             table[target.name] = _run_target(
                 target, model_dir, logs, args.connections, args.seconds, cpu[target.name]
             )
-    print(
-        f"\n{'target':38} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'vs peer':>8} {'gw us/req':>9}"
-    )
+    print(f"load average after: {loadavg()}")
+    rows = []
     for target in targets:
         for connections, result in table[target.name].items():
             ratio = ""
             if target.peer in table:
                 peer = table[target.peer][connections]
                 ratio = f"{result.rps / peer.rps:.2f}x" if peer.rps else "n/a"
-            used = cpu[target.name].get(connections)
-            count = len(result.latencies)
-            per_request = f"{used / count * 1e6:.0f}" if used and count else ""
-            print(
-                f"{target.name:38} {connections:>5} {result.rps:>8.0f} "
-                f"{result.percentile(50):>8.2f} {result.percentile(99):>8.2f} "
-                f"{result.errors:>6} {ratio:>8} {per_request:>9}"
-            )
+            used = cpu[target.name].get(connections, {})
+            rows.append([
+                target.name, str(connections), f"{result.rps:.0f}",
+                f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
+                str(result.errors), ratio,
+                *(f"{used[name]:.0f}" if name in used else "" for name in CPU_COLUMNS),
+            ])
+    print_table(["target", "conns", "req/s", "p50 ms", "p99 ms", "errors", "vs peer",
+                 *(f"{name} us/req" for name in CPU_COLUMNS)], rows, args.markdown, left=1)
     return 0
 
 

@@ -20,6 +20,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    completed: int = 0  # every answered request, the warm-up's too (CPU per request)
 
     @property
     def rps(self) -> float:
@@ -58,6 +59,7 @@ async def _connection(
             writer.write(request)
             status, _ = await _read_response(reader)
             end = time.perf_counter()
+            result.completed += 1
             if start >= measure_from:
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 if status == 200:

@@ -13,6 +13,7 @@ from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 
 __all__ = [
+    "BackendConnectFailed",
     "BackendUnavailable",
     "BackendTimeout",
     "Conflict",
@@ -131,6 +132,11 @@ class BackendUnavailable(ModelServeError):
 
     http_status = 503
     grpc_code = StatusCode.UNAVAILABLE
+
+
+class BackendConnectFailed(BackendUnavailable):
+    """No byte of an answer came: the connection was refused, not accepted in time, or lost
+    before the backend answered, so the request may go to another replica unchanged."""
 
 
 class BackendTimeout(ModelServeError):

@@ -24,7 +24,12 @@ from typing import TypeVar
 from gateway.outliers import GATEWAY_FAILURES, OutlierPolicy
 from gateway.routing import Backend, Choice, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.errors import BackendUnavailable, ModelNotFound, ModelServeError, NotReady
+from servers.errors import (
+    BackendConnectFailed,
+    ModelNotFound,
+    ModelServeError,
+    NotReady,
+)
 
 __all__ = [
     "NO_REVISION",
@@ -42,11 +47,6 @@ NO_REVISION = "none"
 UNKNOWN_SERVICE = "unknown"
 
 T = TypeVar("T")
-
-
-class BackendConnectFailed(BackendUnavailable):
-    """No byte of an answer came: the connection was refused, not accepted in time, or lost
-    before the backend answered. What a `send` raises to have `dispatch` try another replica."""
 
 
 class NotAReplicaFailure(Exception):

@@ -52,7 +52,7 @@ def test_demo_manifests_parse_with_their_components() -> None:
     assert classifier.entry == "transformer"
     assert [c for c, _ in classifier.components()] == ["predictor", "transformer"]
     assert classifier.spec.transformer is not None
-    assert "--predictor_protocol=grpc-v2" in classifier.spec.transformer.containers[0].args
+    assert "--predictor_protocol=v2" in classifier.spec.transformer.containers[0].args
     assert classifier.metadata.annotations["autoscaling.knative.dev/target"] == "8"
 
 

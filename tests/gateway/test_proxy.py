@@ -233,23 +233,3 @@ def test_refused_connection_is_503() -> None:
 def test_garbage_or_cut_answer_is_503(answer: bytes) -> None:
     with pytest.raises(BackendUnavailable, match="unavailable"):
         asyncio.run(with_backend(answering(answer, close=True), forward_once()))
-
-
-def test_pools_of_backends_without_connections_are_dropped() -> None:
-    async def run() -> tuple[list[str], list[str]]:
-        first = await asyncio.start_server(answering(OK, close=True), "127.0.0.1", 0)
-        second = await asyncio.start_server(answering(OK), "127.0.0.1", 0)
-        urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in (first, second)]
-        forwarder = HttpForwarder(SETTINGS)
-        try:
-            await forwarder.forward(urls[0], "GET", b"/", [], None)
-            await asyncio.sleep(0.05)  # the first backend closes its connection
-            await forwarder.forward(urls[1], "GET", b"/", [], None)
-            return list(forwarder._pools), urls
-        finally:
-            await forwarder.aclose()
-            first.close()
-            second.close()
-
-    pools, urls = asyncio.run(run())
-    assert pools == [urls[1]]

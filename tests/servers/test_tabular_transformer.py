@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -87,12 +88,13 @@ def test_bad_records_get_400(tabular_server: ServerProcess, instances: list, fra
     assert fragment in response.json()["error"]
 
 
-def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path) -> None:
+@pytest.mark.parametrize("protocol", ["grpc-v2", "v2"])
+def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path, protocol: str) -> None:
     args = [
         "--model_name=sklearn-iris",
         f"--model_dir={iris_dir}",
         f"--predictor_host=127.0.0.1:{free_port()}",
-        "--predictor_protocol=grpc-v2",
+        f"--predictor_protocol={protocol}",
     ]
     with run_server("servers.transformers.tabular", args, logs) as server:
         url = f"{server.http_url}/v1/models/sklearn-iris:predict"
@@ -117,6 +119,35 @@ def test_predictor_over_v2_rest_too(
         assert response.json() == {"predictions": LABELS}
         bad = httpx.post(url, json={"instances": [{"sepal_length": 1.0}]})
         assert bad.status_code == 400
+        v2 = httpx.post(f"{server.http_url}/v2/models/sklearn-iris/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP64", "shape": [len(ROWS), 4],
+             "data": np.array(ROWS).ravel().tolist()}]})
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["outputs"][0]["data"] == LABELS[: len(ROWS)]
+        # A NaN (binary v2: JSON has none) reaches the predictor, whose refusal passes through.
+        raw = np.array([[float("nan"), 3.4, 1.5, 0.2]]).tobytes()
+        head = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4],
+                                       "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        nan = httpx.post(f"{server.http_url}/v2/models/sklearn-iris/infer", content=head + raw,
+                         headers={"inference-header-content-length": str(len(head)),
+                                  "content-type": "application/octet-stream"})
+        assert nan.status_code == 400 and "NaN" in nan.json()["error"], nan.text
+
+
+def test_predictor_without_the_model_passes_its_404_on(
+    sklearn_server: ServerProcess, iris_dir: Path, logs: Path
+) -> None:
+    args = [
+        "--model_name=not-on-the-predictor",
+        f"--model_dir={iris_dir}",
+        f"--predictor_host=127.0.0.1:{sklearn_server.http_port}",
+        "--predictor_protocol=v2",
+    ]
+    with run_server("servers.transformers.tabular", args, logs) as server:
+        url = f"{server.http_url}/v1/models/not-on-the-predictor:predict"
+        response = httpx.post(url, json={"instances": _records()})
+        assert response.status_code == 404, response.text
+        assert "predictor" in response.json()["error"]
 
 
 @pytest.mark.parametrize("datatype", ["FP32", "INT32", "FP64"])

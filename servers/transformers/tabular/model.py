@@ -2,8 +2,10 @@
 
 v1 records (`{"instances": [{"sepal_length": 5.1, ...}]}`) or v2 columns (one tensor per
 feature) are ordered by the feature list stored with the model (`metadata.json`), sent to
-`--predictor_host` as one FP64 tensor over v2 REST or v2 gRPC (raw bytes, no JSON re-encoding),
-and the predicted class ids come back as label names in the protocol the client used.
+`--predictor_host` as one FP64 tensor, and the predicted class ids come back as label names in
+the protocol the client used. `--predictor_protocol=v2` (the demo's) sends it as v2 REST with
+binary tensors both ways over kept-alive connections (`servers/transformers/predictor_rest.py`:
+the cheapest hop measured here); `grpc-v2` as raw bytes over KServe's gRPC client.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from servers.protocol import v1
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.statistics import current_timing, phase
 from servers.storage import read_metadata, resolve_model_dir
+from servers.transformers.predictor_rest import PredictorRestClient
 from servers.transformers.upstream import predictor_errors, predictor_grpc_client
 
 __all__ = ["TabularTransformer"]
@@ -50,6 +53,7 @@ class TabularTransformer(ServedModel):
             grpc_options or grpc_message_options(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
         )
         self._predictor_grpc: Any = None
+        self._predictor_rest: PredictorRestClient | None = None
         self.model_dir = model_dir
         self.feature_names: list[str] = []
         self.target_names: list[str] = []
@@ -140,35 +144,46 @@ class TabularTransformer(ServedModel):
         """Encode for the predictor, call it, and name the classes it predicts."""
         with phase("compute_input"):
             matrix = self.to_matrix(payload)
-            tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
-            tensor.set_data_from_numpy(matrix, binary_data=True)
-            request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
         if (timing := current_timing()) is not None:
             timing.rows = len(matrix)
-        result = await self._call_predictor(request, headers)  # compute_infer: the rest
+        ids = await self._class_ids(matrix, headers)  # compute_infer: the rest
         with phase("compute_output"):
-            labels = self._labels(result)
+            labels = self._labels(ids)
             if isinstance(payload, InferRequest):
                 names = np.array([label.encode() for label in labels], dtype=np.object_)
                 return make_response(payload, self.name, {"label": (names, "BYTES")})
             return {"predictions": labels}
 
-    async def _call_predictor(
-        self, request: InferRequest, headers: dict[str, str] | None
-    ) -> InferResponse:
+    async def _class_ids(self, matrix: np.ndarray, headers: dict[str, str] | None) -> np.ndarray:
+        """The predictor's class id of each row of `matrix`."""
+        if self.predictor_config.predictor_protocol == "v2":
+            if self._predictor_rest is None:  # made in the server's event loop, on first use
+                self._predictor_rest = PredictorRestClient(
+                    self.predictor_config.predictor_base_url,
+                    float(self.predictor_config.predictor_request_timeout_seconds),
+                )
+            outputs = await self._predictor_rest.infer(
+                self.name, [(PREDICTOR_INPUT, matrix, "FP64")], [PREDICTOR_OUTPUT], headers
+            )
+            output = outputs.get(PREDICTOR_OUTPUT)
+            if output is None:
+                raise BackendUnavailable(f"predictor answered without '{PREDICTOR_OUTPUT}'")
+            return output.reshape(-1)
+        tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
+        tensor.set_data_from_numpy(matrix, binary_data=True)
+        request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
         with predictor_errors():
             result = await super().predict(request, headers)
         if not isinstance(result, InferResponse):
             raise BackendUnavailable(f"predictor sent an unexpected {type(result).__name__}")
-        return result
-
-    def _labels(self, result: InferResponse) -> list[str]:
-        output = result.get_output_by_name(PREDICTOR_OUTPUT) or (
+        answer = result.get_output_by_name(PREDICTOR_OUTPUT) or (
             result.outputs[0] if result.outputs else None
         )
-        if output is None:
+        if answer is None:
             raise BackendUnavailable("predictor answered with no outputs")
-        ids = output.as_numpy().reshape(-1)
+        return answer.as_numpy().reshape(-1)
+
+    def _labels(self, ids: np.ndarray) -> list[str]:
         try:
             return [self.target_names[int(i)] for i in ids]
         except (IndexError, ValueError) as exc:
