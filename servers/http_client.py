@@ -375,7 +375,9 @@ class HttpClient:
                 f"{self._peer} {base_url} did not answer within {self._timeout_s} s"
             ) from exc
         except _Connecting as exc:
-            raise BackendConnectFailed(f"{self._peer} {base_url} did not accept a connection") from exc
+            raise BackendConnectFailed(
+                f"{self._peer} {base_url} did not accept a connection"
+            ) from exc
         except _Disconnected as exc:
             error = BackendUnavailable if exc.received else BackendConnectFailed
             raise error(f"{self._peer} {base_url} unavailable: {exc}") from exc
