@@ -48,6 +48,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
+from gateway.writes import CoalescingTransport
+
 __all__ = ["FrontDoor", "FrontDoorLimits", "FrontDoorProtocol", "FrontDoorStats", "client_key",
            "raise_nofile_limit"]
 
@@ -263,7 +265,9 @@ class FrontDoorProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._admitted, self._key = True, key
-        super().connection_made(transport)
+        # One send per answer (gateway/writes.py); the front door's own answers above go
+        # straight out.
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_deadline = self.loop.time() + self._door.limits.header_timeout_s
         self._arm_header_timer()
 

@@ -146,12 +146,12 @@ def test_transformer_gets_its_predictor_host(
                 transformer.http_port, transformer.grpc_port}) == 4
 
 
-def test_demo_transformer_calls_predictor_over_grpc(tmp_path: Path) -> None:
+def test_demo_transformer_calls_its_replicas_predictor_over_rest(tmp_path: Path) -> None:
     [isvc] = [s for s in load_manifests([ROOT / "inferenceservices"])
               if s.name == "iris-classifier"]
     predictor, transformer = plan_service(isvc, tmp_path, ports())
     assert transformer.argv[:3] == (sys.executable, "-m", "servers.transformers.tabular")
-    assert flags(transformer.argv)["--predictor_host"] == predictor.grpc_target
+    assert flags(transformer.argv)["--predictor_host"] == f"127.0.0.1:{predictor.http_port}"
 
 
 def test_manifest_env_reaches_the_process(tmp_path: Path) -> None:
