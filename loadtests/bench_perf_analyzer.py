@@ -9,8 +9,10 @@ through the gateway and against the tritonserver behind it, in one run.
 (the autoscaler would otherwise add a second behind the gateway only); the tritonserver's own
 HTTP and gRPC ports are read from the control plane's status (the replica's URL). For each
 protocol (http, grpc) and concurrency (1, 16) it prints perf_analyzer's throughput and
-average latency for both targets and the gateway's ratio to Triton. Traffic goes to
-127.0.0.1 only; nothing is downloaded.
+average latency for both targets, the gateway's ratio to Triton, and the CPU the gateway's
+process and the tritonserver (with its children) spent per request (`/proc/PID/stat` over the
+whole perf_analyzer run, divided by its wall time and its throughput: loadtests/cpu.py).
+Traffic goes to 127.0.0.1 only; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from loadtests.cpu import CpuMeter  # noqa: E402
+from loadtests.table import loadavg  # noqa: E402
 from tests.support import Platform, run_platform  # noqa: E402
 
 MODEL = "triton-digits"
@@ -35,20 +40,27 @@ MANIFEST = ROOT / "inferenceservices" / "triton-digits.yaml"
 _THROUGHPUT = re.compile(r"Concurrency: \d+, throughput: ([\d.]+) infer/sec, latency (\d+) usec")
 
 
-def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: float
-        ) -> tuple[float, float]:
-    """(infer/s, average latency in ms) as perf_analyzer measured them."""
+def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: float,
+        meter: CpuMeter) -> tuple[float, float, dict[str, float]]:
+    """(infer/s, average latency in ms) as perf_analyzer measured them, and each metered
+    process's CPU µs per request over the run."""
     window_ms = str(int(seconds * 1000))
     command = [perf_analyzer, "-m", MODEL, "-u", url, "-i", protocol, "--shape", SHAPE,
                "--concurrency-range", str(concurrency), "--measurement-interval", window_ms,
                "--max-trials", "8", "--stability-percentage", "100"]
+    meter.start()
+    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - started
+    used = meter.stop()
     match = _THROUGHPUT.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(
             f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
         )
-    return float(match.group(1)), int(match.group(2)) / 1000
+    rps = float(match.group(1))
+    per_request = {name: s / wall / rps * 1e6 if rps else 0.0 for name, s in used.items()}
+    return rps, int(match.group(2)) / 1000, per_request
 
 
 def _triton_ports(platform: Platform) -> tuple[str, str]:
@@ -66,6 +78,8 @@ def main() -> int:
     parser.add_argument("--perf-analyzer", required=True, help="the perf_analyzer executable")
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--protocols", nargs="+", default=["http", "grpc"],
+                        choices=["http", "grpc"])
     args = parser.parse_args()
     from servers.demo_models import build_all
 
@@ -78,24 +92,33 @@ def main() -> int:
         manifest.write_text(yaml.safe_dump(doc))
         with run_platform(models, Path(tmp), files=[manifest]) as platform:
             triton_http, triton_grpc = _triton_ports(platform)
+            meter = CpuMeter({"gateway": platform.process.pid},
+                             {"triton": platform.component_pids(MODEL)["predictor"]})
             targets = {
                 "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},
                 "grpc": {"gateway": platform.grpc_target, "triton": triton_grpc},
             }
+            print(f"load average before: {loadavg()}")
             print(f"\n{'protocol':8} {'conc':>4} {'target':8} {'infer/s':>9} {'avg ms':>8} "
-                  f"{'gw/triton':>9}")
+                  f"{'gw/triton':>9} {'gw us/req':>9} {'triton us/req':>13}")
             for protocol, urls in targets.items():
+                if protocol not in args.protocols:
+                    continue
                 for concurrency in args.concurrency:
                     measured = {
-                        name: run(args.perf_analyzer, url, protocol, concurrency, args.seconds)
+                        name: run(args.perf_analyzer, url, protocol, concurrency, args.seconds,
+                                  meter)
                         for name, url in urls.items()
                     }
-                    for name, (rps, latency) in measured.items():
-                        ratio = ""
+                    for name, (rps, latency, cpu) in measured.items():
+                        ratio = gateway_cpu = ""
                         if name == "gateway" and measured["triton"][0]:
                             ratio = f"{rps / measured['triton'][0]:.2f}x"
+                            gateway_cpu = f"{cpu['gateway']:.0f}"
                         print(f"{protocol:8} {concurrency:>4} {name:8} {rps:>9.0f} "
-                              f"{latency:>8.2f} {ratio:>9}", flush=True)
+                              f"{latency:>8.2f} {ratio:>9} {gateway_cpu:>9} "
+                              f"{cpu['triton']:>13.0f}", flush=True)
+            print(f"load average after: {loadavg()}")
     return 0
 
 

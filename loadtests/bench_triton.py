@@ -55,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from grpc import aio  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from loadtests.cpu import CpuMeter  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, measured_cells, print_table, ratio  # noqa: E402
@@ -251,6 +252,10 @@ class Endpoint:
 
     http_port: int
     grpc_port: int
+    # Processes whose CPU per request is measured: alone (the gateway, whose children are the
+    # components) and with their children (tritonserver and its python-backend stubs).
+    own: dict[str, int] = field(default_factory=dict)
+    trees: dict[str, int] = field(default_factory=dict)
 
     @property
     def grpc_target(self) -> str:
@@ -315,6 +320,9 @@ Results = dict[tuple[str, str], dict[int, LoadResult]]
 Failures = dict[tuple[str, str], str]
 # (path, row, connections) -> CPU the load generator (this process) used, in cores
 ClientCPU = dict[tuple[str, str, int], float]
+# (path, row, connections) -> µs of CPU a request, per measured process
+ServerCPU = dict[tuple[str, str, int], dict[str, float]]
+CPU_COLUMNS = ["gateway", "transformer", "triton"]
 
 
 @dataclass
@@ -325,6 +333,7 @@ class Run:
     results: Results
     failures: Failures
     client_cpu: ClientCPU
+    server_cpu: ServerCPU = field(default_factory=dict)
 
 
 async def measure(run: Run, via: str, endpoint: Endpoint, rows: list[Row]) -> None:
@@ -352,13 +361,17 @@ async def measure(run: Run, via: str, endpoint: Endpoint, rows: list[Row]) -> No
             run.failures[key] = f"answered {labels} != expected {run.bodies.expected}"
             continue
         for connections in run.levels:
+            meter = CpuMeter(endpoint.own, endpoint.trees)
+            meter.start()
             wall, cpu = time.perf_counter(), time.process_time()
-            run.results.setdefault(key, {})[connections] = await asyncio.wait_for(
+            result = run.results.setdefault(key, {})[connections] = await asyncio.wait_for(
                 row.load(endpoint, run.bodies, connections, run.seconds),
                 1 + run.seconds + DEADLINE_S,
             )
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            meter.stop()
             run.client_cpu[(*key, connections)] = cpu / wall if wall else 0.0
+            run.server_cpu[(*key, connections)] = meter.per_request(result.completed)
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -390,15 +403,24 @@ def wait_models_ready(base_url: str, names: list[str], process: Any, timeout: fl
 
 
 @contextmanager
-def gateway(models_root: Path, logs: Path) -> Iterator[Endpoint]:
-    """`modelserve up` with the two Triton manifests; both services ready (or an error)."""
+def gateway(models_root: Path, logs: Path) -> Iterator[tuple[Endpoint, Endpoint]]:
+    """`modelserve up` with the two Triton manifests; both services ready (or an error).
+    The same door twice: metered for triton-digits, and for digits-classifier's pipeline."""
     with run_platform(models_root, logs, files=MANIFESTS, env=ONE_REPLICA) as platform:
         try:
             wait_models_ready(platform.url, [MODEL, CLASSIFIER], platform.process,
                               READY_TIMEOUT_S)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}:\n{platform.log.read_text()[-4000:]}") from None
-        yield Endpoint(platform.port, platform.grpc_port)
+        door = {"gateway": platform.process.pid}
+        triton = platform.component_pids(MODEL)["predictor"]
+        classifier = platform.component_pids(CLASSIFIER)
+        yield (
+            Endpoint(platform.port, platform.grpc_port, door, {"triton": triton}),
+            Endpoint(platform.port, platform.grpc_port, door,
+                     {"transformer": classifier["transformer"],
+                      "triton": classifier["predictor"]}),
+        )
 
 
 def _stop_on_sigterm() -> None:
@@ -442,15 +464,18 @@ def table_rows(run: Run, batch: int) -> list[list[str]]:
             direct = run.results.get((DIRECT, name), {}).get(connections) if via == GATEWAY \
                 else None
             cpu = run.client_cpu.get((via, name, connections), 0)
+            server = run.server_cpu.get((via, name, connections), {})
             rows.append([
                 via, name, str(connections), *measured_cells(result, batch, cpu),
                 ratio(result, reference), ratio(result, direct),
+                *(f"{server[c]:.0f}" if c in server else "" for c in CPU_COLUMNS),
             ])
     return rows
 
 
 HEADER = ["path", "protocol", "conns", "req/s", "images/s", "p50 ms", "p99 ms", "errors",
-          "client cpu", "vs direct Triton HTTP JSON", "vs direct same protocol"]
+          "client cpu", "vs direct Triton HTTP JSON", "vs direct same protocol",
+          *(f"{c} us/req" for c in CPU_COLUMNS)]
 
 
 
@@ -496,13 +521,15 @@ def main() -> int:
         with (logs / "tritonserver.log").open("wb") as log, TritonServer(
             models_root / TRITON_REPOSITORY, log=log, ready_timeout_s=READY_TIMEOUT_S,
         ) as triton:
-            run_async(measure(run, DIRECT, Endpoint(triton.http_port, triton.grpc_port),
-                              TRITON_ROWS))
+            assert triton.process is not None
+            direct = Endpoint(triton.http_port, triton.grpc_port, {},
+                              {"triton": triton.process.pid})
+            run_async(measure(run, DIRECT, direct, TRITON_ROWS))
         if not args.no_gateway:
             print("… starting modelserve up", file=sys.stderr, flush=True)
-            with gateway(models_root, logs) as endpoint:
-                run_async(measure(run, GATEWAY, endpoint, TRITON_ROWS))
-                run_async(measure(run, TRANSFORMER, endpoint, TRANSFORMER_ROWS))
+            with gateway(models_root, logs) as (to_triton, to_classifier):
+                run_async(measure(run, GATEWAY, to_triton, TRITON_ROWS))
+                run_async(measure(run, TRANSFORMER, to_classifier, TRANSFORMER_ROWS))
     print(f"\n{MODEL} on Triton (CPU): {args.batch} image(s) per request (digits "
           f"{''.join(run.bodies.expected)}); {args.seconds:g} s per level after 1 s warm-up")
     print_table(HEADER, table_rows(run, args.batch), args.markdown)

@@ -57,6 +57,7 @@ async def _connection(
             except aio.AioRpcError as exc:
                 code = exc.code().value[0]
             end = time.perf_counter()
+            result.completed += 1
             if start >= measure_from:
                 result.statuses[code] = result.statuses.get(code, 0) + 1
                 if code == _OK:

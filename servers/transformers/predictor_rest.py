@@ -55,8 +55,9 @@ class PredictorRestClient:
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run `model` on `inputs` ((name, array, v2 datatype) each); the `outputs` named,
-        as arrays. Raises the shared error types (the predictor's own status passes on)."""
+        """Run `model` on `inputs` ((name, array, v2 datatype) each); the `outputs` named (all
+        of the model's when none, in its order), as arrays. Raises the shared error types (the
+        predictor's own status passes on)."""
         blobs = [tensor_to_raw(array, datatype) for _, array, datatype in inputs]
         head: dict[str, Any] = {
             "inputs": [
@@ -68,8 +69,11 @@ class PredictorRestClient:
                 }
                 for (name, array, datatype), blob in zip(inputs, blobs, strict=True)
             ],
-            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
         }
+        if outputs:
+            head["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in outputs]
+        else:
+            head["parameters"] = {"binary_data_output": True}
         if request_id is not None:
             head["id"] = request_id
         json_head = orjson.dumps(head)

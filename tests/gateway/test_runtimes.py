@@ -98,7 +98,7 @@ def test_triton_runtime_serves_the_repository_names_like_kserve(tmp_path: Path) 
         "--grpc_port": "42001",
     }
     transformer_flags = dict(parse_args(list(transformer.argv[3:])))
-    assert transformer_flags["--predictor_host"] == "127.0.0.1:42001"  # grpc-v2
+    assert transformer_flags["--predictor_host"] == "127.0.0.1:42000"  # v2 REST
     assert transformer_flags["--model_name"] == "digits-classifier"
 
 

@@ -68,6 +68,7 @@ from servers.transformers.image.limits import (
     RequestLimits,
     run_cancellable,
 )
+from servers.transformers.predictor_rest import PredictorRestClient
 from servers.transformers.upstream import (
     from_grpc,
     from_http,
@@ -219,6 +220,7 @@ class ImageTransformer(ServedModel):
             grpc_options or grpc_message_options(DEFAULT_GRPC_MAX_MESSAGE_BYTES)
         )
         self._predictor_grpc: Any = None
+        self._predictor_rest: PredictorRestClient | None = None
         self.target_names: list[str] = []
         self.image = ImageSpec(1, 1)
         self.scores_output: str | None = None
@@ -618,6 +620,8 @@ class ImageTransformer(ServedModel):
             with predictor_errors():
                 answer = await super().predict({"instances": batch.tolist()}, headers)
             scores = self._v1_scores(answer)
+        elif self.protocol == "v2":
+            scores = await self._rest_scores(batch, spec, headers)
         else:
             tensor = InferInput(spec.name, list(batch.shape), spec.datatype)
             tensor.set_data_from_numpy(batch, binary_data=True)
@@ -635,6 +639,29 @@ class ImageTransformer(ServedModel):
                 f"{classes} classes"
             )
         return scores.reshape(batch.shape[0], classes)
+
+    async def _rest_scores(
+        self, batch: np.ndarray, spec: TensorSpec, headers: dict[str, str] | None
+    ) -> np.ndarray:
+        """v2 REST with binary tensors both ways (`predictor_rest.py`: no JSON numbers)."""
+        if self._predictor_rest is None:  # made in the server's event loop, on first use
+            self._predictor_rest = PredictorRestClient(
+                self.predictor_config.predictor_base_url, float(self.predictor_config.timeout)
+            )
+        wanted = [self.scores_output] if self.scores_output else []
+        outputs = await self._predictor_rest.infer(
+            self.name, [(spec.name, batch, spec.datatype)], wanted, headers
+        )
+        scores = outputs.get(self.scores_output) if self.scores_output else next(
+            iter(outputs.values()), None
+        )
+        if scores is None:
+            raise BackendUnavailable(
+                f"the predictor answered without the scores output '{self.scores_output}'"
+            )
+        if scores.dtype.kind not in "iuf":
+            raise BackendUnavailable("the predictor's scores are not numbers")
+        return np.asarray(scores, dtype=np.float64)
 
     def _v2_scores(self, result: Any) -> np.ndarray:
         if not isinstance(result, InferResponse):
