@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,7 @@ from grpc import aio  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
+from loadtests.cpu import CpuMeter  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, measured_cells, print_table, ratio  # noqa: E402
@@ -75,6 +76,10 @@ class Endpoint:
     via: str  # "direct" or "gateway"
     http_port: int
     grpc_port: int
+    # Processes whose CPU per request is measured: alone (the gateway, whose children are the
+    # components) and with their children (the predictor).
+    own: dict[str, int] = field(default_factory=dict)
+    trees: dict[str, int] = field(default_factory=dict)
 
     @property
     def grpc_target(self) -> str:
@@ -238,11 +243,14 @@ Results = dict[tuple[str, str], dict[int, LoadResult]]
 Failures = dict[tuple[str, str], str]
 # (via, protocol, connections) -> CPU the load generator (this process) used, in cores
 ClientCPU = dict[tuple[str, str, int], float]
+# (via, protocol, connections) -> µs of CPU a request, per measured process
+ServerCPU = dict[tuple[str, str, int], dict[str, float]]
+CPU_COLUMNS = ["gateway", "predictor"]
 
 
 async def measure(
     endpoint: Endpoint, bodies: Bodies, expected: list[int], levels: list[int], seconds: float,
-    results: Results, failures: Failures, client_cpu: ClientCPU,
+    results: Results, failures: Failures, client_cpu: ClientCPU, server_cpu: ServerCPU,
 ) -> None:
     # Unmeasured: the first seconds of a fresh server (allocations, lazy imports, caches) would
     # otherwise count against whichever protocol comes first.
@@ -266,12 +274,16 @@ async def measure(
             failures[key] = f"digits {digits} != expected {expected}"
             continue
         for connections in levels:
+            meter = CpuMeter(endpoint.own, endpoint.trees)
+            meter.start()
             wall, cpu = time.perf_counter(), time.process_time()
-            results.setdefault(key, {})[connections] = await asyncio.wait_for(
+            result = results.setdefault(key, {})[connections] = await asyncio.wait_for(
                 protocol.load(endpoint, bodies, connections, seconds), 1 + seconds + DEADLINE_S
             )
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            meter.stop()
             client_cpu[(*key, connections)] = cpu / wall if wall else 0.0
+            server_cpu[(*key, connections)] = meter.per_request(result.completed)
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -291,7 +303,8 @@ def predictor_args(model_dir: Path) -> list[str]:
 def run_gateway(models_root: Path, logs: Path) -> Iterator[Endpoint]:
     """`modelserve up inferenceservices/tf-digits.yaml` on free ports, stopped with SIGTERM."""
     with run_platform(models_root, logs, [MANIFEST], env=ONE_REPLICA) as platform:
-        yield Endpoint("gateway", platform.port, platform.grpc_port)
+        yield Endpoint("gateway", platform.port, platform.grpc_port,
+                       {"gateway": platform.process.pid}, platform.component_pids(MODEL))
 
 
 def reference_digits(model_dir: Path, images: np.ndarray) -> list[int]:
@@ -307,23 +320,26 @@ def reference_digits(model_dir: Path, images: np.ndarray) -> list[int]:
 
 
 
-def table_rows(results: Results, client_cpu: ClientCPU) -> list[list[str]]:
+def table_rows(
+    results: Results, client_cpu: ClientCPU, server_cpu: ServerCPU
+) -> list[list[str]]:
     rows = []
     for (via, name), levels in results.items():
         for connections, result in levels.items():
             same_via = results.get((via, REFERENCE), {}).get(connections)
             direct = None if via == "direct" else results.get(("direct", name), {}).get(connections)
             cpu = client_cpu.get((via, name, connections), 0)
+            server = server_cpu.get((via, name, connections), {})
             rows.append([
                 name, via, str(connections), *measured_cells(result, BATCH, cpu),
                 ratio(result, same_via), ratio(result, direct),
+                *(f"{server[c]:.0f}" if c in server else "" for c in CPU_COLUMNS),
             ])
     return rows
 
 
 HEADER = ["protocol", "via", "conns", "req/s", "images/s", "p50 ms", "p99 ms", "errors",
-          "client cpu",
-          "vs v2 JSON", "vs direct"]
+          "client cpu", "vs v2 JSON", "vs direct", *(f"{c} us/req" for c in CPU_COLUMNS)]
 
 
 
@@ -346,6 +362,7 @@ def main() -> int:
     results: Results = {}
     failures: Failures = {}
     client_cpu: ClientCPU = {}
+    server_cpu: ServerCPU = {}
     with tempfile.TemporaryDirectory() as tmp:
         print("… building the demo models", file=sys.stderr, flush=True)
         models_root = Path(tmp) / "models"
@@ -353,17 +370,18 @@ def main() -> int:
         expected = reference_digits(model_dir, images)
         logs = Path(tmp)
         with run_server("servers.tensorflow", predictor_args(model_dir), logs) as server:
-            direct = Endpoint("direct", server.http_port, server.grpc_port)
+            direct = Endpoint("direct", server.http_port, server.grpc_port, {},
+                              {"predictor": server.process.pid})
             asyncio.run(measure(direct, bodies, expected, args.connections, args.seconds,
-                                results, failures, client_cpu))
+                                results, failures, client_cpu, server_cpu))
         if not args.no_gateway:
             with run_gateway(models_root, logs) as gateway:
                 asyncio.run(measure(gateway, bodies, expected, args.connections, args.seconds,
-                                    results, failures, client_cpu))
+                                    results, failures, client_cpu, server_cpu))
     labelled = sum(int(a == b) for a, b in zip(expected, data.target[:BATCH], strict=True))
     print(f"\n{MODEL}: {BATCH} images per request ({labelled}/{BATCH} predicted as labelled), "
           f"{args.seconds:g} s per level after 1 s warm-up")
-    print_table(HEADER, table_rows(results, client_cpu), args.markdown)
+    print_table(HEADER, table_rows(results, client_cpu, server_cpu), args.markdown)
     for (via, name), reason in failures.items():
         print(f"NOT MEASURED {via}: {name}: {reason}")
     empty = any(math.isnan(r.percentile(50)) for lv in results.values() for r in lv.values())

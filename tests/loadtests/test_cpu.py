@@ -1,0 +1,42 @@
+"""`loadtests/cpu.py` on real processes: a process tree's CPU includes its children's, a
+process's own does not, and per-request figures divide what was used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from loadtests.cpu import CpuMeter, process_seconds, process_tree_seconds
+
+# A shell whose only work is a Python child that burns CPU until told to stop (its stdin closes).
+_BURN = (
+    f"{sys.executable} -c 'import sys, threading\n"
+    "stop = threading.Event()\n"
+    "threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()\n"
+    "while not stop.is_set(): sum(range(1000))'"
+)
+
+
+def test_a_tree_counts_its_children_and_own_does_not() -> None:
+    parent = subprocess.Popen(["sh", "-c", _BURN], stdin=subprocess.PIPE)
+    try:
+        meter = CpuMeter({"own": parent.pid}, {"tree": parent.pid})
+        meter.start()
+        deadline_cpu = process_tree_seconds(parent.pid) + 0.3
+        while process_tree_seconds(parent.pid) < deadline_cpu:  # CPU time, not wall time
+            pass
+        used = meter.stop()
+        assert used["tree"] >= 0.3
+        assert used["own"] < used["tree"] / 10  # the shell only waits
+        per = meter.per_request(1000)
+        assert per["tree"] == used["tree"] / 1000 * 1e6
+        assert meter.cells(1000, ["tree", "missing"])[1] == ""
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()
+        parent.wait(timeout=30)
+
+
+def test_a_gone_process_counts_nothing() -> None:
+    assert process_seconds(2**22 + 7) == 0.0  # above Linux's largest pid_max
+    assert CpuMeter({}, {}).per_request(0) == {}
