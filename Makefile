@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv browser kube run test lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
+.PHONY: install triton-venv browser kube run test test-fast lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
 
 install: $(STAMP) triton-venv browser
 
@@ -34,6 +34,11 @@ lint: install
 # machine, then cached under ~/.cache/modelserve-perf-analyzer.
 test: lint kube
 	PERF_ANALYZER="$$(tools/perf-analyzer.sh)" && MODELSERVE_PERF_ANALYZER="$$PERF_ANALYZER" $(BIN)/pytest
+
+# The inner loop: the tests that start no process and train no model (tests/conftest.py marks
+# the others `slow`); `make test` still runs everything.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python loadtests/bench_sklearn.py

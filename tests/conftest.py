@@ -16,6 +16,31 @@ with argv_hidden():  # pytest's flags (--co, --timeout) are prefixes of kserve's
 from servers.demo_models import build_all  # noqa: E402
 from tests.support import ServerProcess, run_server
 
+# What makes a test slow: a process it starts (a component, `modelserve up`, tritonserver,
+# kube-apiserver, a browser) or the demo models it trains. `make test-fast` leaves these out.
+_SLOW_DIRS = ("e2e", "security")
+_SLOW_FIXTURES = frozenset({
+    "models_root", "iris_dir", "digits_tf_dir", "sklearn_server", "tabular_server",
+    "tf_server", "triton_install", "triton_repository", "platform",
+})
+_SLOW_CALLS = ("run_server(", "run_platform(", "subprocess.", "build_all(", "TritonServer(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that starts a process or trains the demo models (by its
+    folder, its fixtures, or what its module calls), so `-m "not slow"` is the inner loop."""
+    module_is_slow: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if path not in module_is_slow:
+            source = path.read_text(encoding="utf-8", errors="replace")
+            module_is_slow[path] = any(d in path.parts for d in _SLOW_DIRS) or any(
+                call in source for call in _SLOW_CALLS
+            )
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module_is_slow[path] or fixtures & _SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -8,6 +8,7 @@ from grpc_interceptor.exceptions import GrpcException
 
 from servers import errors
 from servers.errors import (
+    BackendConnectFailed,
     BackendTimeout,
     BackendUnavailable,
     Conflict,
@@ -40,6 +41,7 @@ STATUS_TABLE = [
     (TooManyRequests, 429, StatusCode.RESOURCE_EXHAUSTED),
     (NotReady, 503, StatusCode.UNAVAILABLE),
     (BackendUnavailable, 503, StatusCode.UNAVAILABLE),
+    (BackendConnectFailed, 503, StatusCode.UNAVAILABLE),
     (BackendTimeout, 504, StatusCode.DEADLINE_EXCEEDED),
     (ModelLoadError, 503, StatusCode.UNAVAILABLE),
 ]
