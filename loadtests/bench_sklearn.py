@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtests.cpu import CpuMeter  # noqa: E402
+from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, print_table  # noqa: E402
 from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
@@ -120,11 +120,9 @@ async def measure(
     """Load each level; record each process's (tree's) CPU per request into `cpu`."""
     results = {}
     for connections in levels:
-        meter = CpuMeter(own, trees)
-        meter.start()
-        results[connections] = await run_load("127.0.0.1", port, path, body, connections, seconds)
-        meter.stop()
-        cpu[connections] = meter.per_request(results[connections].completed)
+        results[connections], cpu[connections] = await metered(
+            own, trees, run_load("127.0.0.1", port, path, body, connections, seconds)
+        )
     return results
 
 
@@ -196,7 +194,7 @@ def main() -> int:
                 target.name, str(connections), f"{result.rps:.0f}",
                 f"{result.percentile(50):.2f}", f"{result.percentile(99):.2f}",
                 str(result.errors), ratio,
-                *(f"{used[name]:.0f}" if name in used else "" for name in CPU_COLUMNS),
+                *cpu_cells(used, CPU_COLUMNS),
             ])
     print_table(["target", "conns", "req/s", "p50 ms", "p99 ms", "errors", "vs peer",
                  *(f"{name} us/req" for name in CPU_COLUMNS)], rows, args.markdown, left=1)

@@ -50,7 +50,7 @@ from grpc import aio  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
-from loadtests.cpu import CpuMeter  # noqa: E402
+from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, measured_cells, print_table, ratio  # noqa: E402
@@ -274,16 +274,14 @@ async def measure(
             failures[key] = f"digits {digits} != expected {expected}"
             continue
         for connections in levels:
-            meter = CpuMeter(endpoint.own, endpoint.trees)
-            meter.start()
             wall, cpu = time.perf_counter(), time.process_time()
-            result = results.setdefault(key, {})[connections] = await asyncio.wait_for(
-                protocol.load(endpoint, bodies, connections, seconds), 1 + seconds + DEADLINE_S
-            )
+            load = asyncio.wait_for(protocol.load(endpoint, bodies, connections, seconds),
+                                    1 + seconds + DEADLINE_S)
+            result, used = await metered(endpoint.own, endpoint.trees, load)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            meter.stop()
+            results.setdefault(key, {})[connections] = result
             client_cpu[(*key, connections)] = cpu / wall if wall else 0.0
-            server_cpu[(*key, connections)] = meter.per_request(result.completed)
+            server_cpu[(*key, connections)] = used
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -333,7 +331,7 @@ def table_rows(
             rows.append([
                 name, via, str(connections), *measured_cells(result, BATCH, cpu),
                 ratio(result, same_via), ratio(result, direct),
-                *(f"{server[c]:.0f}" if c in server else "" for c in CPU_COLUMNS),
+                *cpu_cells(server, CPU_COLUMNS),
             ])
     return rows
 

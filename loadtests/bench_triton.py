@@ -69,7 +69,7 @@ from grpc import aio  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from loadtests.cpu import CpuMeter  # noqa: E402
+from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, measured_cells, print_table, ratio  # noqa: E402
@@ -361,17 +361,14 @@ async def measure(run: Run, via: str, endpoint: Endpoint, rows: list[Row]) -> No
             run.failures[key] = f"answered {labels} != expected {run.bodies.expected}"
             continue
         for connections in run.levels:
-            meter = CpuMeter(endpoint.own, endpoint.trees)
-            meter.start()
             wall, cpu = time.perf_counter(), time.process_time()
-            result = run.results.setdefault(key, {})[connections] = await asyncio.wait_for(
-                row.load(endpoint, run.bodies, connections, run.seconds),
-                1 + run.seconds + DEADLINE_S,
-            )
+            load = asyncio.wait_for(row.load(endpoint, run.bodies, connections, run.seconds),
+                                    1 + run.seconds + DEADLINE_S)
+            result, used = await metered(endpoint.own, endpoint.trees, load)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            meter.stop()
+            run.results.setdefault(key, {})[connections] = result
             run.client_cpu[(*key, connections)] = cpu / wall if wall else 0.0
-            run.server_cpu[(*key, connections)] = meter.per_request(result.completed)
+            run.server_cpu[(*key, connections)] = used
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -468,7 +465,7 @@ def table_rows(run: Run, batch: int) -> list[list[str]]:
             rows.append([
                 via, name, str(connections), *measured_cells(result, batch, cpu),
                 ratio(result, reference), ratio(result, direct),
-                *(f"{server[c]:.0f}" if c in server else "" for c in CPU_COLUMNS),
+                *cpu_cells(server, CPU_COLUMNS),
             ])
     return rows
 

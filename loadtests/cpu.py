@@ -9,10 +9,12 @@ after a run, and `per_request` turns the delta into microseconds a request.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["CpuMeter", "process_seconds", "process_tree_seconds"]
+from loadtests.httpload import LoadResult
+
+__all__ = ["CpuMeter", "cpu_cells", "metered", "process_seconds", "process_tree_seconds"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -82,7 +84,20 @@ class CpuMeter:
             return dict.fromkeys(self.seconds, 0.0)
         return {name: s / requests * 1e6 for name, s in self.seconds.items()}
 
-    def cells(self, requests: int, names: list[str]) -> list[str]:
-        """`per_request` of `names` as table cells (µs), "" for a tree not measured."""
-        used = self.per_request(requests)
-        return [f"{used[name]:.0f}" if name in used else "" for name in names]
+
+
+async def metered(
+    own: Mapping[str, int], trees: Mapping[str, int], load: Awaitable[LoadResult]
+) -> tuple[LoadResult, dict[str, float]]:
+    """Await `load` under a `CpuMeter(own, trees)`: its result, and each process's µs of CPU
+    per request it completed (its warm-up's included, as the meter's window is)."""
+    meter = CpuMeter(own, trees)
+    meter.start()
+    result = await load
+    meter.stop()
+    return result, meter.per_request(result.completed)
+
+
+def cpu_cells(per_request: Mapping[str, float], names: Sequence[str]) -> list[str]:
+    """`per_request` (µs) of `names` as table cells, "" for a process not measured."""
+    return [f"{per_request[name]:.0f}" if name in per_request else "" for name in names]

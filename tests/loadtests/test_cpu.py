@@ -3,10 +3,19 @@ process's own does not, and per-request figures divide what was used."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 
-from loadtests.cpu import CpuMeter, process_seconds, process_tree_seconds
+from loadtests.cpu import (
+    CpuMeter,
+    cpu_cells,
+    metered,
+    process_seconds,
+    process_tree_seconds,
+)
+from loadtests.httpload import LoadResult
 
 # A shell whose only work is a Python child that burns CPU until told to stop (its stdin closes).
 _BURN = (
@@ -30,7 +39,7 @@ def test_a_tree_counts_its_children_and_own_does_not() -> None:
         assert used["own"] < used["tree"] / 10  # the shell only waits
         per = meter.per_request(1000)
         assert per["tree"] == used["tree"] / 1000 * 1e6
-        assert meter.cells(1000, ["tree", "missing"])[1] == ""
+        assert cpu_cells(per, ["tree", "missing"]) == [f"{per['tree']:.0f}", ""]
     finally:
         assert parent.stdin is not None
         parent.stdin.close()
@@ -40,3 +49,15 @@ def test_a_tree_counts_its_children_and_own_does_not() -> None:
 def test_a_gone_process_counts_nothing() -> None:
     assert process_seconds(2**22 + 7) == 0.0  # above Linux's largest pid_max
     assert CpuMeter({}, {}).per_request(0) == {}
+
+
+def test_metered_divides_the_window_by_the_requests_completed() -> None:
+    async def load() -> LoadResult:
+        deadline = process_seconds(os.getpid()) + 0.05
+        while process_seconds(os.getpid()) < deadline:  # this process's own CPU
+            pass
+        return LoadResult(connections=1, seconds=1.0, completed=50)
+
+    result, used = asyncio.run(metered({"self": os.getpid()}, {}, load()))
+    assert result.completed == 50
+    assert used["self"] >= 0.05 / 50 * 1e6
