@@ -65,9 +65,7 @@ def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: 
 
 def _triton_ports(platform: Platform) -> tuple[str, str]:
     """The tritonserver's own HTTP and gRPC addresses (its replica's, from the status)."""
-    with platform.admin() as admin:
-        doc = admin.get(f"/v1/services/{MODEL}").json()
-    replica = doc["status"]["modelserve"]["revisions"][0]["replicaDetails"][0]
+    replica = platform.ready_replica(MODEL)
     return str(replica["url"]).removeprefix("http://"), str(replica["grpcTarget"])
 
 

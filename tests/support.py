@@ -140,16 +140,22 @@ class Platform:
         """An httpx client of the control plane, with the admin token."""
         return httpx.Client(base_url=self.admin_url, headers=self.admin_headers, timeout=60)
 
-    def component_pids(self, service: str) -> dict[str, int]:
-        """The pid of each component (`predictor`, `transformer`) of `service`'s first ready
-        replica, from the control plane's status."""
+    def ready_replica(self, service: str) -> dict[str, Any]:
+        """`service`'s first ready replica as the control plane's status details it (its
+        `url`, `grpcTarget` and `processes`)."""
         with self.admin() as admin:
             doc = admin.get(f"/v1/services/{service}").json()
         for revision in doc["status"]["modelserve"]["revisions"]:
             for replica in revision["replicaDetails"]:
                 if replica["ready"]:
-                    return {p["component"]: int(p["pid"]) for p in replica["processes"]}
+                    return dict(replica)
         raise RuntimeError(f"{service} has no ready replica")
+
+    def component_pids(self, service: str) -> dict[str, int]:
+        """The pid of each component (`predictor`, `transformer`) of `service`'s first ready
+        replica."""
+        processes = self.ready_replica(service)["processes"]
+        return {p["component"]: int(p["pid"]) for p in processes}
 
 
 def read_admin_token(runtime_dir: Path, admin_port: int, timeout: float = 30) -> str:
