@@ -32,6 +32,7 @@ __all__ = [
     "encode_rest_response",
     "make_response",
     "parse_rest_request",
+    "split_rest_body",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -44,7 +45,10 @@ def _load_json(raw: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
 
 
-def _json_part(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def split_rest_body(body: bytes, header_length: str | bytes | None) -> tuple[bytes, bytes]:
+    """A v2 REST body's JSON part and its binary part (`header_length`: the
+    `Inference-Header-Content-Length` value, None when the body is all JSON); InvalidInput
+    when the length is not one of this body."""
     if header_length is None:
         return body, b""
     try:
@@ -111,7 +115,7 @@ def _parse_outputs(value: Any) -> list[RequestedOutput] | None:
 
 def parse_rest_request(body: bytes, header_length: str | None, model_name: str) -> InferRequest:
     """A KServe InferRequest from a v2 REST body, checking structure (not tensor data)."""
-    json_bytes, binary = _json_part(body, header_length)
+    json_bytes, binary = split_rest_body(body, header_length)
     doc = _load_json(json_bytes)
     if not isinstance(doc, dict):
         raise InvalidInput(f"request must be a JSON object, got {type(doc).__name__}")

@@ -25,11 +25,13 @@ import orjson
 from servers.errors import BackendUnavailable, InvalidInput
 from servers.http_client import HttpClient
 from servers.protocol.tensors import decode_tensor, tensor_to_raw
+from servers.protocol.v2 import HEADER_LENGTH as HEADER_LENGTH_NAME
+from servers.protocol.v2 import split_rest_body
 from servers.transformers.upstream import from_http
 
 __all__ = ["FORWARDED_HEADERS", "PredictorRestClient"]
 
-HEADER_LENGTH = b"inference-header-content-length"
+HEADER_LENGTH = HEADER_LENGTH_NAME.encode()
 # What KServe's transformer forwards to its predictor (kserve.model's forwardable headers).
 FORWARDED_HEADERS = ("x-request-id", "x-b3-traceid", "authorization")
 _KEPT = (b"content-type", HEADER_LENGTH)
@@ -46,6 +48,12 @@ class PredictorRestClient:
         self._client = HttpClient(
             timeout_s, min(timeout_s, 10.0), max_connections, _KEPT, peer="predictor"
         )
+
+    @classmethod
+    def for_predictor(cls, config: Any) -> PredictorRestClient:
+        """The client of a transformer's predictor (a `kserve.PredictorConfig`: its base URL
+        and request timeout)."""
+        return cls(config.predictor_base_url, float(config.predictor_request_timeout_seconds))
 
     async def infer(
         self,
@@ -100,14 +108,14 @@ class PredictorRestClient:
 def _outputs(body: bytes, header_length: bytes | None) -> dict[str, np.ndarray]:
     """The output tensors of a v2 REST answer (JSON, or JSON followed by binary outputs)."""
     try:
-        size = len(body) if header_length is None else int(header_length)
-        doc = orjson.loads(body[:size])
-        offset, arrays = size, {}
+        head, binary = split_rest_body(body, header_length)
+        doc = orjson.loads(head)
+        offset, arrays = 0, {}
         for out in doc["outputs"]:
             raw_size = (out.get("parameters") or {}).get("binary_data_size")
             raw = None
             if raw_size is not None:
-                raw = body[offset : offset + int(raw_size)]
+                raw = binary[offset : offset + int(raw_size)]
                 offset += int(raw_size)
             arrays[str(out["name"])] = decode_tensor(
                 out["name"], out["datatype"], out["shape"], out.get("data"), raw

@@ -19,6 +19,16 @@ ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]]
 LABELS = ["setosa", "virginica", "versicolor"]
 
 
+def _transformer_args(name: str, iris_dir: Path, predictor_port: int, protocol: str) -> list[str]:
+    """A tabular transformer named `name` in front of the predictor on `predictor_port`."""
+    return [
+        f"--model_name={name}",
+        f"--model_dir={iris_dir}",
+        f"--predictor_host=127.0.0.1:{predictor_port}",
+        f"--predictor_protocol={protocol}",
+    ]
+
+
 def _records() -> list[dict[str, float]]:
     return [dict(zip(IRIS_FEATURES, row, strict=True)) for row in ROWS]
 
@@ -90,12 +100,7 @@ def test_bad_records_get_400(tabular_server: ServerProcess, instances: list, fra
 
 @pytest.mark.parametrize("protocol", ["grpc-v2", "v2"])
 def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path, protocol: str) -> None:
-    args = [
-        "--model_name=sklearn-iris",
-        f"--model_dir={iris_dir}",
-        f"--predictor_host=127.0.0.1:{free_port()}",
-        f"--predictor_protocol={protocol}",
-    ]
+    args = _transformer_args("sklearn-iris", iris_dir, free_port(), protocol)
     with run_server("servers.transformers.tabular", args, logs) as server:
         url = f"{server.http_url}/v1/models/sklearn-iris:predict"
         response = httpx.post(url, json={"instances": _records()}, timeout=30)
@@ -106,12 +111,7 @@ def test_predictor_down_is_503_not_500(iris_dir: Path, logs: Path, protocol: str
 def test_predictor_over_v2_rest_too(
     sklearn_server: ServerProcess, iris_dir: Path, logs: Path
 ) -> None:
-    args = [
-        "--model_name=sklearn-iris",
-        f"--model_dir={iris_dir}",
-        f"--predictor_host=127.0.0.1:{sklearn_server.http_port}",
-        "--predictor_protocol=v2",
-    ]
+    args = _transformer_args("sklearn-iris", iris_dir, sklearn_server.http_port, "v2")
     with run_server("servers.transformers.tabular", args, logs) as server:
         url = f"{server.http_url}/v1/models/sklearn-iris:predict"
         response = httpx.post(url, json={"instances": _records()})
@@ -137,12 +137,7 @@ def test_predictor_over_v2_rest_too(
 def test_predictor_without_the_model_passes_its_404_on(
     sklearn_server: ServerProcess, iris_dir: Path, logs: Path
 ) -> None:
-    args = [
-        "--model_name=not-on-the-predictor",
-        f"--model_dir={iris_dir}",
-        f"--predictor_host=127.0.0.1:{sklearn_server.http_port}",
-        "--predictor_protocol=v2",
-    ]
+    args = _transformer_args("not-on-the-predictor", iris_dir, sklearn_server.http_port, "v2")
     with run_server("servers.transformers.tabular", args, logs) as server:
         url = f"{server.http_url}/v1/models/not-on-the-predictor:predict"
         response = httpx.post(url, json={"instances": _records()})

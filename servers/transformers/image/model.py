@@ -645,38 +645,32 @@ class ImageTransformer(ServedModel):
     ) -> np.ndarray:
         """v2 REST with binary tensors both ways (`predictor_rest.py`: no JSON numbers)."""
         if self._predictor_rest is None:  # made in the server's event loop, on first use
-            self._predictor_rest = PredictorRestClient(
-                self.predictor_config.predictor_base_url, float(self.predictor_config.timeout)
-            )
+            self._predictor_rest = PredictorRestClient.for_predictor(self.predictor_config)
         wanted = [self.scores_output] if self.scores_output else []
         outputs = await self._predictor_rest.infer(
             self.name, [(spec.name, batch, spec.datatype)], wanted, headers
         )
-        scores = outputs.get(self.scores_output) if self.scores_output else next(
-            iter(outputs.values()), None
-        )
-        if scores is None:
-            raise BackendUnavailable(
-                f"the predictor answered without the scores output '{self.scores_output}'"
-            )
-        if scores.dtype.kind not in "iuf":
-            raise BackendUnavailable("the predictor's scores are not numbers")
-        return np.asarray(scores, dtype=np.float64)
+        return self._chosen_scores({n: (a, str(a.dtype)) for n, a in outputs.items()})
 
     def _v2_scores(self, result: Any) -> np.ndarray:
         if not isinstance(result, InferResponse):
             raise BackendUnavailable(f"the predictor sent an unexpected {type(result).__name__}")
+        return self._chosen_scores({o.name: (o.as_numpy(), o.datatype) for o in result.outputs})
+
+    def _chosen_scores(self, outputs: dict[str, tuple[np.ndarray, str]]) -> np.ndarray:
+        """The scores output (`scores_output`, else the predictor's first) as float64;
+        `outputs`: each output's array and its datatype's name, in the predictor's order."""
         if self.scores_output:
-            output = result.get_output_by_name(self.scores_output)
+            chosen = outputs.get(self.scores_output)
         else:
-            output = result.outputs[0] if result.outputs else None
-        if output is None:
+            chosen = next(iter(outputs.values()), None)
+        if chosen is None:
             raise BackendUnavailable(
                 f"the predictor answered without the scores output '{self.scores_output}'"
             )
-        scores = output.as_numpy()
+        scores, datatype = chosen
         if scores.dtype.kind not in "iuf":
-            raise BackendUnavailable(f"the predictor's scores are {output.datatype}, not numbers")
+            raise BackendUnavailable(f"the predictor's scores are {datatype}, not numbers")
         return np.asarray(scores, dtype=np.float64)
 
     def _v1_scores(self, answer: Any) -> np.ndarray:

@@ -155,20 +155,23 @@ class TabularTransformer(ServedModel):
             return {"predictions": labels}
 
     async def _class_ids(self, matrix: np.ndarray, headers: dict[str, str] | None) -> np.ndarray:
-        """The predictor's class id of each row of `matrix`."""
+        """The predictor's class id of each row of `matrix`: its `predict` output, else its
+        first (a Triton model may name it otherwise)."""
+        outputs = await self._predictor_outputs(matrix, headers)
+        ids = outputs.get(PREDICTOR_OUTPUT, next(iter(outputs.values()), None))
+        if ids is None:
+            raise BackendUnavailable("predictor answered with no outputs")
+        return ids.reshape(-1)
+
+    async def _predictor_outputs(
+        self, matrix: np.ndarray, headers: dict[str, str] | None
+    ) -> dict[str, np.ndarray]:
         if self.predictor_config.predictor_protocol == "v2":
             if self._predictor_rest is None:  # made in the server's event loop, on first use
-                self._predictor_rest = PredictorRestClient(
-                    self.predictor_config.predictor_base_url,
-                    float(self.predictor_config.predictor_request_timeout_seconds),
-                )
-            outputs = await self._predictor_rest.infer(
-                self.name, [(PREDICTOR_INPUT, matrix, "FP64")], [PREDICTOR_OUTPUT], headers
+                self._predictor_rest = PredictorRestClient.for_predictor(self.predictor_config)
+            return await self._predictor_rest.infer(
+                self.name, [(PREDICTOR_INPUT, matrix, "FP64")], [], headers
             )
-            output = outputs.get(PREDICTOR_OUTPUT)
-            if output is None:
-                raise BackendUnavailable(f"predictor answered without '{PREDICTOR_OUTPUT}'")
-            return output.reshape(-1)
         tensor = InferInput(PREDICTOR_INPUT, list(matrix.shape), "FP64")
         tensor.set_data_from_numpy(matrix, binary_data=True)
         request = InferRequest(self.name, [tensor], request_id=str(uuid.uuid4()))
@@ -176,12 +179,7 @@ class TabularTransformer(ServedModel):
             result = await super().predict(request, headers)
         if not isinstance(result, InferResponse):
             raise BackendUnavailable(f"predictor sent an unexpected {type(result).__name__}")
-        answer = result.get_output_by_name(PREDICTOR_OUTPUT) or (
-            result.outputs[0] if result.outputs else None
-        )
-        if answer is None:
-            raise BackendUnavailable("predictor answered with no outputs")
-        return answer.as_numpy().reshape(-1)
+        return {output.name: output.as_numpy() for output in result.outputs}
 
     def _labels(self, ids: np.ndarray) -> list[str]:
         try:
