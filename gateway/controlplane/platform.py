@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.controlplane.autoscaler import KPA
-from gateway.controlplane.components import LaunchPlan, PlanError, plan_service, revision_name
+from gateway.controlplane.components import LaunchPlan, PlanError, revision_name
 from gateway.controlplane.manifests import (
     InferenceService,
     ManifestError,
@@ -172,12 +172,8 @@ class LocalPlatform:
         isvcs = self._isvcs if self._isvcs is not None else load_manifests(self.manifest_paths)
         for isvc in isvcs:
             kpa_settings(isvc, self.autoscaler)
-        ports = self._replicas.ports
-        planned = [
-            (isvc, plan_service(isvc, self.models_root, ports, 1, 1, self.policy,
-                                self.platform_env))
-            for isvc in isvcs
-        ]
+        # Every service planned first, so that one error names every missing directory.
+        planned = [(isvc, self._replicas.plan(isvc, 1, 1, check_dirs=False)) for isvc in isvcs]
         check_model_dirs([p for _, plans in planned for p in plans], self.models_root)
         return planned
 
@@ -365,12 +361,6 @@ class LocalPlatform:
         out = []
         for service in self._services.values():
             route = self.table.get(service.name) or service_route(service, self.table.domain)
-            supervisors = [
-                s
-                for revision in service.revisions
-                for replica in revision.replicas
-                for s in replica.supervisors
-            ]
             out.append(
                 ServiceStatus(
                     name=route.name,
@@ -389,7 +379,7 @@ class LocalPlatform:
                             restarts=s.restarts,
                             message=s.message,
                         )
-                        for s in supervisors
+                        for s in service.supervisors()
                     ),
                 )
             )
@@ -397,13 +387,7 @@ class LocalPlatform:
 
     def supervisors(self) -> list[Supervisor]:
         """Every supervised process of every replica, for the dashboard and the metrics."""
-        return [
-            s
-            for service in self._services.values()
-            for revision in service.revisions
-            for replica in revision.replicas
-            for s in replica.supervisors
-        ]
+        return [s for service in self._services.values() for s in service.supervisors()]
 
     # --- revisions, routes --------------------------------------------------------------
 

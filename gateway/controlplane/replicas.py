@@ -83,14 +83,17 @@ class ReplicaLifecycle:
         self._supervisor_options = supervisor_options
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def plan(self, isvc: InferenceService, revision: int, replica: int) -> list[LaunchPlan]:
+    def plan(
+        self, isvc: InferenceService, revision: int, replica: int, check_dirs: bool = True
+    ) -> list[LaunchPlan]:
         """Launch plans of replica `replica` of revision `revision`; raises PlanError,
-        PolicyRefused or ModelDirMissing before anything runs."""
+        PolicyRefused or (with `check_dirs`) ModelDirMissing before anything runs."""
         plans = plan_service(
             isvc, self.models_root, self.ports, revision, replica, self.policy,
             self.platform_env,
         )
-        check_model_dirs(plans, self.models_root)
+        if check_dirs:
+            check_model_dirs(plans, self.models_root)
         return plans
 
     def add(self, service: Service, revision: Revision, plans: list[LaunchPlan]) -> Replica:

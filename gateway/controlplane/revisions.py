@@ -111,6 +111,10 @@ class Service:
     def latest_ready(self) -> Revision | None:
         return next((r for r in reversed(self.revisions) if r.ever_ready), None)
 
+    def supervisors(self) -> list[Supervisor]:
+        """Every supervised process of every replica of every revision."""
+        return [s for r in self.revisions for replica in r.replicas for s in replica.supervisors]
+
     def revision(self, name: str | None) -> Revision | None:
         return next((r for r in self.revisions if r.name == name), None)
 
