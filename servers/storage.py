@@ -1,28 +1,30 @@
-"""Model artifacts: where they are (`--model_dir` / `--storage_uri`) and how they load.
+"""Model artifacts: where they are (`--model_dir` / `--storage_uri`), which file in a model
+directory is the model, and loading it with the backend's own loaders.
 
 Local paths and `file://` URIs are used in place; anything else (`http(s)://`, `gs://`, `s3://`,
-`hf://`, `pvc://` in a cluster) is fetched with KServe's `kserve_storage.Storage`. Formats by
-extension: `.skops` (safe: only types on an allow-list are loaded), `.joblib`, `.pkl`/`.pickle`
-(pickles: loading one runs whatever code it holds). A pickle of a model fetched from a URI is
-refused unless the caller trusts remote pickles (`--trust_remote_pickles`,
-`MODELSERVE_TRUST_REMOTE_PICKLES=1`); a local one loads as the operator put it there.
+`hf://`, `pvc://` in a cluster) is fetched with KServe's `kserve_storage.Storage`. Which files
+are models, and which of them run code when loaded (pickles), each backend declares
+(`servers/<backend>/backend.py`, `servers.backends.ArtifactFormat`); a file of a format the
+backend does not declare is not a model to it (a pickle is nothing to the XGBoost server). A
+code-running file fetched from a URI is refused unless the caller trusts remote pickles
+(`--trust_remote_pickles`, `MODELSERVE_TRUST_REMOTE_PICKLES=1`); a local one loads as the
+operator put it there.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
-
+from servers.backends import ArtifactFormat, Backend
 from servers.errors import ModelLoadError
 from servers.limits import TRUST_REMOTE_PICKLES_ENV
 
 __all__ = [
-    "PICKLE_SUFFIXES",
+    "Loader",
     "ModelArtifact",
     "check_pickle_origin",
     "find_artifact",
@@ -32,24 +34,9 @@ __all__ = [
     "resolve_model_dir",
 ]
 
-# Beyond skops' own defaults: scikit-learn's compiled model internals (tree structures, losses)
-# that common estimators hold. Anything else must be trusted by name (`--trust_type`).
-SKOPS_TRUSTED_TYPES = frozenset(
-    {
-        "sklearn.tree._tree.Tree",
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-        "sklearn._loss.loss.HalfBinomialLoss",
-        "sklearn._loss.loss.HalfMultinomialLoss",
-        "sklearn._loss.loss.HalfSquaredError",
-        "sklearn._loss.link.IdentityLink",
-        "sklearn._loss.link.LogitLink",
-        "sklearn._loss.link.MultinomialLogit",
-    }
-)
-PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
-_EXTENSIONS = (".skops", *PICKLE_SUFFIXES)
 METADATA_FILE = "metadata.json"
+# A backend's loader for one artifact format: the file in, the model object out.
+Loader = Callable[[Path], Any]
 
 
 @dataclass(frozen=True)
@@ -83,14 +70,21 @@ def resolve_model_dir(uri: str) -> Path:
         raise ModelLoadError(f"could not download model from {uri}: {exc}") from exc
 
 
-def find_artifact(path: Path) -> Path:
-    """The one model file in `path` (or `path` itself when it is a file)."""
+def find_artifact(path: Path, formats: Sequence[ArtifactFormat]) -> Path:
+    """The one model file in `path` (or `path` itself when it is a file) among `formats`."""
+    wanted = ", ".join(f.pattern for f in formats)
     if path.is_file():
+        if not any(f.matches(path) for f in formats):
+            raise ModelLoadError(f"{path.name} is not a model file this server loads ({wanted})")
         return path
-    found = sorted(p for p in path.iterdir() if p.suffix in _EXTENSIONS and p.is_file())
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    found = [p for p in files if any(f.matches(p) for f in formats)]
     if not found:
+        others = [p.name for p in files if p.name != METADATA_FILE]
+        seen = f"; it holds {', '.join(others[:5])}, which this server does not load" if (
+            others) else ""
         raise ModelLoadError(
-            f"no model file ({', '.join(_EXTENSIONS)}) in {path}; "
+            f"no model file ({wanted}) in {path}{seen}; "
             "build the demo models with `modelserve build-models`"
         )
     if len(found) > 1:
@@ -99,26 +93,12 @@ def find_artifact(path: Path) -> Path:
     return found[0]
 
 
-def _load_skops(path: Path, trusted: list[str]) -> Any:
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    allowed = SKOPS_TRUSTED_TYPES | set(trusted)
-    refused = [t for t in untrusted if t not in allowed]
-    if refused:
-        raise ModelLoadError(
-            f"{path.name} holds types that are not trusted: {', '.join(refused)}; "
-            "pass them with --trust_type if you trust the artifact"
-        )
-    return sio.load(path, trusted=untrusted)
-
-
-def check_pickle_origin(uri: str, path: Path, trust_remote_pickles: bool) -> None:
-    """Refuse (ModelLoadError) a pickle fetched from the remote `uri`, unless trusted.
-
-    Whoever can write to the bucket or URL would otherwise run code in the server.
-    """
-    if path.suffix not in PICKLE_SUFFIXES or not is_remote(uri) or trust_remote_pickles:
+def check_pickle_origin(
+    uri: str, path: Path, artifact: ArtifactFormat, trust_remote_pickles: bool
+) -> None:
+    """Refuse (ModelLoadError) a code-running file fetched from the remote `uri`, unless
+    trusted: whoever can write to the bucket or URL would otherwise run code in the server."""
+    if not artifact.runs_code or not is_remote(uri) or trust_remote_pickles:
         return
     raise ModelLoadError(
         f"{path.name} was downloaded from {uri} and is a pickle: loading it would run any code "
@@ -130,23 +110,20 @@ def check_pickle_origin(uri: str, path: Path, trust_remote_pickles: bool) -> Non
 
 def load_artifact(
     model_dir: str,
-    trusted_types: list[str] | None = None,
+    backend: Backend,
+    loaders: Mapping[str, Loader],
     *,
     trust_remote_pickles: bool = False,
 ) -> ModelArtifact:
-    """Load the model in `model_dir` and its optional metadata.json; a pickle downloaded from a
-    remote URI only with `trust_remote_pickles`."""
+    """Find the backend's model file in `model_dir`, load it with the loader of its format
+    (`loaders`, by the format's pattern) and read the metadata.json beside it."""
     directory = resolve_model_dir(model_dir)
-    path = find_artifact(directory)
-    check_pickle_origin(model_dir, path, trust_remote_pickles)
+    path = find_artifact(directory, backend.artifacts)
+    artifact = backend.artifact_of(path)
+    assert artifact is not None  # find_artifact only returns files of the backend's formats
+    check_pickle_origin(model_dir, path, artifact, trust_remote_pickles)
     try:
-        if path.suffix == ".skops":
-            model = _load_skops(path, trusted_types or [])
-        elif path.suffix == ".joblib":
-            model = joblib.load(path)
-        else:
-            with path.open("rb") as handle:
-                model = pickle.load(handle)  # noqa: S301 - documented: trusted artifacts only
+        model = loaders[artifact.pattern](path)
     except ModelLoadError:
         raise
     except Exception as exc:

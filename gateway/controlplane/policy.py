@@ -31,6 +31,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from servers.backends import code_running_suffixes, entry_points
+
 __all__ = [
     "ENTRY_POINTS",
     "LaunchPolicy",
@@ -38,18 +40,12 @@ __all__ = [
     "read_allowed_commands",
 ]
 
-# Our own entry points: what `python -m` may run without an opt-in.
-ENTRY_POINTS = frozenset(
-    {
-        "servers.sklearn",
-        "servers.tensorflow",
-        "servers.triton.tritonserver",
-        "servers.transformers.image",
-        "servers.transformers.tabular",
-    }
-)
+# Our own entry points (the backend registry's and the transformers'): what `python -m` may
+# run without an opt-in.
+ENTRY_POINTS = entry_points()
 REMOTE_SCHEMES = ("http://", "https://", "gs://", "s3://", "hf://", "azure://", "oci://")
-PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+# Model files whose loading runs the code they hold, as the backends declare them.
+PICKLE_SUFFIXES = code_running_suffixes()
 TRUST_PICKLES_ENV = "MODELSERVE_TRUST_REMOTE_PICKLES"
 _PYTHON = re.compile(r"python(3(\.\d+)?)?")
 # Variables that change which code a shipped entry point loads or runs.

@@ -2,39 +2,33 @@
 
 In a cluster, a predictor written as `model: {modelFormat: ..., runtime: ..., storageUri: ...}`
 runs the container of the named (Cluster)ServingRuntime, with the model mounted at
-`/mnt/models` and the runtime's args plus the model's own. Here each runtime KServe ships is
-played by a process that speaks the same protocols on the same paths:
+`/mnt/models` and the runtime's args plus the model's own. Here each runtime is played by the
+backend that declares it in the registry (`servers/<backend>/backend.py`, read by
+`servers.backends`): a process that speaks the same protocols on the same paths.
 
-- `kserve-tensorflow-serving` (`tensorflow_model_server`: TF Serving's REST predict API and
-  gRPC PredictionService) is played by `python -m servers.tensorflow`, which serves both on
-  the same paths (and v2 besides);
-- `kserve-sklearnserver` (KServe's sklearn server) by `python -m servers.sklearn`;
-- `kserve-tritonserver` (NVIDIA's `tritonserver` on the model repository) by
-  `python -m servers.triton.tritonserver`: the real tritonserver of the `nvidia-pytriton`
-  wheel, on CPU (GPU resources in the manifest are ignored here).
-
-A runtime must be named when several could serve the format: which one a cluster picks
-depends on the priorities of the runtimes installed there.
+Which runtime serves a model follows KServe: a named `runtime` must serve the model's format
+(and version, when it names one); otherwise the runtimes whose `supportedModelFormats` entry
+for the format has `autoSelect` (and, when the model names a `protocolVersion`, that speak it)
+are ranked by the entry's priority, and the highest wins. A tie is an error naming the
+candidates, where KServe would pick one depending on what happens to be installed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from gateway.controlplane.manifests import ComponentSpec, Container, EnvVar, ModelSpec
+from servers.backends import Backend, backends
 
 __all__ = [
-    "LOCAL_RUNTIMES",
     "TRITONSERVER_MODULE",
-    "LocalRuntime",
     "RuntimeNotAvailable",
     "container_for",
     "resolve_runtime",
     "runs_tritonserver",
+    "runtime_command",
 ]
 
-MOUNT_PATH = "/mnt/models"
 TRITONSERVER_MODULE = "servers.triton.tritonserver"
 
 
@@ -42,39 +36,9 @@ class RuntimeNotAvailable(ValueError):
     """A `model:` spec that names no runtime this machine can stand in for."""
 
 
-@dataclass(frozen=True)
-class LocalRuntime:
-    """A KServe ServingRuntime and the local command that plays it."""
-
-    name: str
-    formats: tuple[str, ...]  # modelFormat names it serves
-    command: tuple[str, ...]
-    # The runtime's own args, as its ServingRuntime gives them (`{name}`: the service's name).
-    args: tuple[str, ...] = ("--model_name={name}", f"--model_dir={MOUNT_PATH}")
-
-
-LOCAL_RUNTIMES: dict[str, LocalRuntime] = {
-    runtime.name: runtime
-    for runtime in (
-        LocalRuntime(
-            "kserve-tensorflow-serving",
-            ("tensorflow",),
-            ("python", "-m", "servers.tensorflow"),
-        ),
-        LocalRuntime(
-            "kserve-sklearnserver",
-            ("sklearn",),
-            ("python", "-m", "servers.sklearn"),
-        ),
-        LocalRuntime(
-            "kserve-tritonserver",
-            ("tensorrt", "onnx", "triton", "tensorflow", "pytorch"),
-            ("python", "-m", TRITONSERVER_MODULE),
-            # `tritonserver --model-store=/mnt/models`: no model name, the repository's stand.
-            (f"--model_dir={MOUNT_PATH}",),
-        ),
-    )
-}
+def runtime_command(backend: Backend) -> tuple[str, ...]:
+    """The command that plays a backend's runtime (the planner puts its own python first)."""
+    return ("python", "-m", backend.entry_point)
 
 
 def runs_tritonserver(spec: ComponentSpec) -> bool:
@@ -83,7 +47,7 @@ def runs_tritonserver(spec: ComponentSpec) -> bool:
     gateway screens them (gateway/dataplane/backend_errors.py)."""
     if spec.model is not None:
         try:
-            argv: Sequence[str] = resolve_runtime(spec.model).command
+            argv: Sequence[str] = runtime_command(resolve_runtime(spec.model))
         except RuntimeNotAvailable:
             return False
     elif spec.containers:
@@ -95,30 +59,42 @@ def runs_tritonserver(spec: ComponentSpec) -> bool:
     )
 
 
-def resolve_runtime(model: ModelSpec) -> LocalRuntime:
-    """The local runtime for a model spec; RuntimeNotAvailable says what to write instead."""
-    fmt = model.modelFormat.name
+def resolve_runtime(model: ModelSpec) -> Backend:
+    """The backend playing the model's runtime; RuntimeNotAvailable says what to write instead."""
+    fmt, version = model.modelFormat.name, model.modelFormat.version
+    shown = f"{fmt!r}" + (f" version {version!r}" if version else "")
     if model.runtime is not None:
-        runtime = LOCAL_RUNTIMES.get(model.runtime)
-        if runtime is None:
+        named = [b for b in backends() if b.runtime == model.runtime]
+        if not named:
+            known = sorted(b.runtime for b in backends())
             raise RuntimeNotAvailable(
-                f"runtime {model.runtime!r} has no local stand-in; known: {sorted(LOCAL_RUNTIMES)}"
+                f"runtime {model.runtime!r} has no local stand-in; known: {known}"
             )
-        if fmt not in runtime.formats:
+        if named[0].supported(fmt, version) is None:
+            served = [f.name for f in named[0].formats]
             raise RuntimeNotAvailable(
-                f"runtime {runtime.name!r} does not serve modelFormat {fmt!r} "
-                f"(it serves {list(runtime.formats)})"
+                f"runtime {model.runtime!r} does not serve modelFormat {shown} (it serves {served})"
             )
-        return runtime
-    candidates = [r for r in LOCAL_RUNTIMES.values() if fmt in r.formats]
-    if not candidates:
-        raise RuntimeNotAvailable(f"no local runtime serves modelFormat {fmt!r}")
-    if len(candidates) > 1:
+        return named[0]
+    ranked: list[tuple[int, Backend]] = []
+    for backend in backends():
+        entry = backend.supported(fmt, version)
+        if entry is None or not entry.auto_select:
+            continue
+        if model.protocolVersion and model.protocolVersion not in backend.protocol_versions:
+            continue
+        ranked.append((entry.priority, backend))
+    if not ranked:
+        protocol = f" over {model.protocolVersion}" if model.protocolVersion else ""
+        raise RuntimeNotAvailable(f"no local runtime serves modelFormat {shown}{protocol}")
+    best = max(priority for priority, _ in ranked)
+    top = [backend for priority, backend in ranked if priority == best]
+    if len(top) > 1:
         raise RuntimeNotAvailable(
-            f"modelFormat {fmt!r} is served by {sorted(r.name for r in candidates)}: name "
-            "`runtime` explicitly (a cluster picks by the installed runtimes' priorities)"
+            f"modelFormat {shown} is served by {sorted(b.runtime for b in top)} at the same "
+            "priority: name `runtime` explicitly"
         )
-    return candidates[0]
+    return top[0]
 
 
 def container_for(model_name: str, model: ModelSpec) -> Container:
@@ -130,7 +106,7 @@ def container_for(model_name: str, model: ModelSpec) -> Container:
         env.append(EnvVar(name="STORAGE_URI", value=model.storageUri))
     return Container(
         name="kserve-container",
-        command=list(runtime.command),
+        command=list(runtime_command(runtime)),
         args=[*(arg.format(name=model_name) for arg in runtime.args), *model.args],
         env=env,
         resources=model.resources,
