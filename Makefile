@@ -59,7 +59,7 @@ bench-perf-analyzer: install
 	$(BIN)/python loadtests/bench_perf_analyzer.py --perf-analyzer "$$(tools/perf-analyzer.sh)"
 
 clean:
-	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtests/reports
+	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtest-reports
 
 # The dashboard's browser tests drive Debian's chromium through Playwright (whose own browser
 # download does not work here): installed when missing if we are root or may sudo; otherwise,

@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.frontdoor import FrontDoorLimits
+from gateway.loadgen import DEFAULT_REPORTS, DEMO_PAYLOADS, DEMO_SLO_FILE
 from servers.limits import DEFAULT_GRPC_MAX_MESSAGE_BYTES
 
 __all__ = ["AdminSettings", "AutoscalerDefaults", "DashboardSettings", "GatewaySettings"]
@@ -241,9 +242,11 @@ class AdminSettings(BaseSettings):
 
 class DashboardSettings(BaseSettings):
     """Where the SLOs, load-test reports and example payloads live, and how much metric history
-    to keep. Relative paths are relative to the gateway's working directory (`modelserve up`
-    run from the repository finds `loadtests/`); a file that is not there is an empty state on
-    the page, not an error.
+    to keep. By default the demo services' SLOs and payloads shipped in `gateway.loadgen`, and
+    the reports `modelserve loadtest` writes by default (`loadtest-reports/`, relative to the
+    gateway's working directory, as relative paths given here are); a file that is not there is
+    an empty state on the page, not an error. `modelserve up --slo FILE --payloads DIR
+    --reports DIR` sets them too.
 
     E.g. `MODELSERVE_DASHBOARD_SLO_FILE=/etc/modelserve/slo.yaml`.
     """
@@ -252,12 +255,12 @@ class DashboardSettings(BaseSettings):
         env_prefix="MODELSERVE_DASHBOARD_", extra="forbid", frozen=True
     )
 
-    slo_file: Path = Field(Path("loadtests/slo.yaml"), description="the SLO file")
+    slo_file: Path = Field(DEMO_SLO_FILE, description="the SLO file")
     reports_dir: Path = Field(
-        Path("loadtests/reports"), description="where `<service>_stats.csv` load-test reports are"
+        DEFAULT_REPORTS, description="where `<service>_stats.csv` load-test reports are"
     )
     payloads_dir: Path = Field(
-        Path("loadtests/payloads"), description="example payloads, `<service>.<v1|v2>.json`"
+        DEMO_PAYLOADS, description="example payloads, `<service>.<v1|v2>.json`"
     )
     sample_interval_s: float = Field(1.0, gt=0, le=60, description="how often metrics are read")
     retention_s: float = Field(900.0, gt=0, le=86400, description="how much history is kept")

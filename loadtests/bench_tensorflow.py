@@ -49,7 +49,7 @@ import yaml  # noqa: E402
 from grpc import aio  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from loadtests.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
+from gateway.loadgen.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
 from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402

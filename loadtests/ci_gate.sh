@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI SLO gate: start the platform on free ports, load each demo service briefly with
-# `modelserve loadtest`, and fail when any service misses its SLOs (loadtests/slo.yaml).
-# Reports: loadtests/reports/<service>.html and <service>_stats.csv.
+# `modelserve loadtest`, and fail when any service misses its SLOs (the demo SLO file,
+# gateway/loadgen/demo/slo.yaml, with the demo payloads next to it).
+# Reports: loadtest-reports/<service>.html and <service>_stats.csv (`loadtest`'s default).
 #   loadtests/ci_gate.sh                 # from anywhere; uses .venv and models/
 #   LOADTEST_DURATION=15s LOADTEST_USERS=8 loadtests/ci_gate.sh
 set -euo pipefail
@@ -12,8 +13,9 @@ MODELS=${MODELS:-models}
 DURATION=${LOADTEST_DURATION:-10s}
 USERS=${LOADTEST_USERS:-8}
 SERVICES=(sklearn-iris iris-classifier tf-digits triton-digits digits-classifier)
-LOG=loadtests/reports/ci_gate_up.log
-mkdir -p loadtests/reports
+REPORTS=loadtest-reports
+LOG=$REPORTS/ci_gate_up.log
+mkdir -p "$REPORTS"
 
 if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" || ! -d "$MODELS/triton" ]]; then
     "$BIN/modelserve" build-models --out "$MODELS"
@@ -65,13 +67,13 @@ fi
 failed=()
 for service in "${SERVICES[@]}"; do
     if ! "$BIN/modelserve" loadtest "$service" --url "$URL" --grpc-url "127.0.0.1:$GRPC_PORT" \
-        --users "$USERS" --duration "$DURATION"; then
+        --users "$USERS" --duration "$DURATION" --reports "$REPORTS"; then
         failed+=("$service")
     fi
 done
 
 if (( ${#failed[@]} )); then
-    echo "ci_gate: SLOs missed by: ${failed[*]} (reports in loadtests/reports/)" >&2
+    echo "ci_gate: SLOs missed by: ${failed[*]} (reports in $REPORTS/)" >&2
     exit 1
 fi
 echo "ci_gate: all services met their SLOs"

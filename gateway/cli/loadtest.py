@@ -1,55 +1,34 @@
 """`modelserve loadtest`: headless Locust against a running platform, then the SLO verdict.
 
-Locust runs as a subprocess (`python -m locust -f loadtests/locustfile.py --headless ...`) from
-the repository root and writes `<reports>/<name>_stats.csv` (and the other CSVs) plus
+Locust runs as a subprocess (`python -m locust -f <gateway/loadgen/locustfile.py> --headless
+...`) with the user's payload directory (`--payloads`, default: the demo services' ones shipped
+in `gateway.loadgen`) and writes `<reports>/<name>_stats.csv` (and the other CSVs) plus
 `<reports>/<name>.html`; the "Aggregated" row of the stats CSV is checked against the service's
-SLOs. Exit status: 0 all SLOs met, 1 an SLO violated (or Locust failed), 2 usage or config error.
+SLOs (`--slo FILE`, default: the demo services'). Exit status: 0 all SLOs met, 1 an SLO violated
+(or Locust failed), 2 usage or config error (Locust not installed included).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.loadgen import LOCUSTFILE
+from gateway.loadgen.payloads import available_protocols
 from gateway.slo import Measured, SLOError, evaluate, format_table, load_slo_file
 
-__all__ = [
-    "LOADTESTS",
-    "MAX_DURATION_S",
-    "PROTOCOL_PAYLOADS",
-    "available_protocols",
-    "parse_duration",
-    "parse_protocols",
-    "payload_path",
-    "run_loadtest",
-]
+__all__ = ["MAX_DURATION_S", "parse_duration", "run_loadtest"]
 
-ROOT = Path(__file__).resolve().parents[2]
-LOADTESTS = ROOT / "loadtests"
 MAX_DURATION_S = 600
 # Locust needs a few seconds to start and to write its reports after the run.
 OVERRUN_S = 60
-# Which payload file each protocol sends: the binary and gRPC users encode the v2 JSON request;
-# TF Serving's gRPC Predict (`tfserving`) has its own, a PredictRequest (loadtests/bodies.py).
-PROTOCOL_PAYLOADS = {
-    "v1": "v1", "v2": "v2", "v2-binary": "v2", "grpc": "v2", "tfserving": "tfserving",
-}
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
-
-
-def payload_path(service: str, protocol: str, payloads: Path = LOADTESTS / "payloads") -> Path:
-    """`loadtests/payloads/<service>.<v1|v2|tfserving>.json` for a protocol."""
-    return payloads / f"{service}.{PROTOCOL_PAYLOADS[protocol]}.json"
-
-
-def available_protocols(service: str, payloads: Path = LOADTESTS / "payloads") -> list[str]:
-    """The protocols a service has a payload file for, in PROTOCOL_PAYLOADS order."""
-    return [p for p in PROTOCOL_PAYLOADS if payload_path(service, p, payloads).is_file()]
 
 
 def parse_duration(text: str) -> int:
@@ -66,18 +45,6 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
-def parse_protocols(text: str) -> list[str]:
-    """`v1,v2,v2-binary,grpc,tfserving` → a list; unknown names are a usage error."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PROTOCOL_PAYLOADS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown protocol(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(PROTOCOL_PAYLOADS)}"
-        )
-    return list(dict.fromkeys(names))
-
-
 @dataclass(frozen=True)
 class LoadPlan:
     """One Locust run, resolved from the command line."""
@@ -90,13 +57,14 @@ class LoadPlan:
     shape: str | None
     url: str
     grpc_target: str
+    payloads: Path
     reports: Path
 
     def command(self) -> list[str]:
         prefix = self.reports / self.service
         command = [
             sys.executable, "-m", "locust",
-            "-f", str(LOADTESTS / "locustfile.py"),
+            "-f", str(LOCUSTFILE),
             "--headless", "--only-summary",
             "-u", str(self.users), "-r", str(self.spawn_rate), "-t", f"{self.duration_s}s",
             "--host", self.url,
@@ -106,6 +74,7 @@ class LoadPlan:
             "--service", self.service,
             "--protocols", ",".join(self.protocols),
             "--grpc-target", self.grpc_target,
+            "--payloads", str(self.payloads.resolve()),
         ]
         if self.shape:
             command += ["--shape", self.shape]
@@ -113,9 +82,14 @@ class LoadPlan:
 
 
 def _plan(args: argparse.Namespace) -> LoadPlan:
-    available = available_protocols(args.name)
+    if not args.payloads.is_dir():
+        raise SLOError(f"--payloads {args.payloads}: not a directory")
+    available = available_protocols(args.name, args.payloads)
     if not available:
-        raise SLOError(f"no payloads for service {args.name!r} in {LOADTESTS / 'payloads'}")
+        raise SLOError(
+            f"no payloads for service {args.name!r} in {args.payloads} "
+            f"(<service>.<v1|v2|tfserving>.json)"
+        )
     protocols = args.protocols or available
     missing = [p for p in protocols if p not in available]
     if missing:
@@ -126,7 +100,8 @@ def _plan(args: argparse.Namespace) -> LoadPlan:
     return LoadPlan(
         service=args.name, protocols=protocols, users=args.users,
         spawn_rate=args.spawn_rate or float(args.users), duration_s=args.duration,
-        shape=args.shape, url=args.url, grpc_target=args.grpc_url, reports=args.reports,
+        shape=args.shape, url=args.url, grpc_target=args.grpc_url, payloads=args.payloads,
+        reports=args.reports,
     )
 
 
@@ -147,7 +122,7 @@ def _run_locust(plan: LoadPlan) -> int | None:
     """Run Locust; its exit status, or None when it overran its time."""
     plan.reports.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(plan.command(), cwd=ROOT, timeout=plan.duration_s + OVERRUN_S)
+        done = subprocess.run(plan.command(), timeout=plan.duration_s + OVERRUN_S)
     except subprocess.TimeoutExpired:
         return None
     return done.returncode
@@ -160,6 +135,11 @@ def run_loadtest(args: argparse.Namespace) -> int:
         plan = _plan(args)
     except SLOError as exc:
         print(f"modelserve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if importlib.util.find_spec("locust") is None:
+        # Locust is not a dependency of the platform (its images do not carry it).
+        print("modelserve: error: loadtest runs Locust, which is not installed here: "
+              "pip install locust", file=sys.stderr, flush=True)
         return 2
     print(
         f"loadtest {plan.service}: {plan.users} users ({plan.shape or 'constant'}), "

@@ -144,13 +144,29 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def _add_loadtest(commands: Any) -> None:
-    from gateway.cli.loadtest import LOADTESTS, MAX_DURATION_S, parse_duration, parse_protocols
+    from gateway.cli.loadtest import MAX_DURATION_S, parse_duration
+    from gateway.loadgen import DEFAULT_REPORTS, DEMO_PAYLOADS, DEMO_SLO_FILE
+    from gateway.loadgen.payloads import parse_protocols
 
     loadtest = commands.add_parser(
         "loadtest", help="headless Locust against a running platform, checked against SLOs"
     )
     loadtest.add_argument("name", help="the InferenceService to load")
-    loadtest.add_argument("--slo", type=Path, default=LOADTESTS / "slo.yaml", help="SLO file")
+    loadtest.add_argument(
+        "--slo",
+        type=Path,
+        default=DEMO_SLO_FILE,
+        metavar="FILE",
+        help="the SLO file (default: the demo services' SLOs, shipped with modelserve)",
+    )
+    loadtest.add_argument(
+        "--payloads",
+        type=Path,
+        default=DEMO_PAYLOADS,
+        metavar="DIR",
+        help="the requests to send, <NAME>.<v1|v2|tfserving>.json "
+        "(default: the demo services' payloads, shipped with modelserve)",
+    )
     loadtest.add_argument("--users", type=_positive_int, default=8, help="concurrent users")
     loadtest.add_argument(
         "--spawn-rate",
@@ -185,8 +201,10 @@ def _add_loadtest(commands: Any) -> None:
     loadtest.add_argument(
         "--reports",
         type=Path,
-        default=LOADTESTS / "reports",
-        help="where the CSV and HTML reports go",
+        default=DEFAULT_REPORTS,
+        metavar="DIR",
+        help=f"where the CSV and HTML reports go (default: ./{DEFAULT_REPORTS}, where the "
+        "dashboard of a `modelserve up` started here looks)",
     )
     loadtest.set_defaults(func=cmd_loadtest)
 

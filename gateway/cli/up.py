@@ -5,6 +5,9 @@
 - The **control plane's admin door** (`--admin-host` 127.0.0.1, `--admin-port` 8082): the
   rollout API and the dashboard, under admin tokens (`MODELSERVE_ADMIN_TOKENS`; none: one is
   generated, written to a file only the user can read, and printed in the dashboard's URL).
+  The dashboard shows SLO verdicts from `--slo FILE` against the reports in `--reports DIR`
+  and example requests from `--payloads DIR` (default: the demo services' SLOs and payloads,
+  shipped with modelserve, and `./loadtest-reports`, where `modelserve loadtest` writes).
 - Every component the platform starts listens on 127.0.0.1 and passes the launch and storage
   policy (`--models-dir` roots, `--allow-custom-containers`, `--allowed-commands`,
   `--allow-remote-storage`, `--trust-remote-pickles`), the manifests given here included.
@@ -37,7 +40,8 @@ from gateway.controlplane.platform import (
 )
 from gateway.controlplane.policy import LaunchPolicy, PolicyRefused, read_allowed_commands
 from gateway.routing import RoutingTable
-from gateway.settings import AdminSettings, GatewaySettings
+from gateway.settings import AdminSettings, DashboardSettings, GatewaySettings
+from gateway.slo import SLOError, load_slo_file
 from servers.kserve_argv import argv_hidden
 
 if TYPE_CHECKING:
@@ -99,12 +103,14 @@ class _Doors:
         args: argparse.Namespace,
         settings: GatewaySettings,
         admin: AdminSettings,
+        dashboard: DashboardSettings,
         sock: socket.socket,
         admin_sock: socket.socket,
     ) -> None:
         self.args = args
         self.settings = settings
         self.admin = admin
+        self.dashboard = dashboard
         self.sock = sock
         self.admin_sock = admin_sock
 
@@ -157,6 +163,7 @@ async def _serve(
                 AdminTokens(tokens, where),
                 doors.admin,
                 rollouts=rollouts if rollouts is not None else platform,
+                dashboard=doors.dashboard,
                 inference_url=_url(inference_host, gateway.http_port),
                 inference_key=keys[0] if keys else None,
             ),
@@ -267,6 +274,18 @@ def _policy(args: argparse.Namespace) -> LaunchPolicy:
     )
 
 
+def _dashboard(args: argparse.Namespace) -> DashboardSettings:
+    """MODELSERVE_DASHBOARD_* with `--slo`, `--payloads` and `--reports` over them; the files
+    the user names on the command line must be there (an SLO file, valid too)."""
+    given = {"slo_file": args.slo, "payloads_dir": args.payloads, "reports_dir": args.reports}
+    dashboard = DashboardSettings(**{k: v for k, v in given.items() if v is not None})
+    if args.slo is not None:
+        load_slo_file(args.slo)
+    if args.payloads is not None and not args.payloads.is_dir():
+        raise SLOError(f"--payloads {args.payloads}: not a directory")
+    return dashboard
+
+
 def _bind(host: str, port: int, flag: str) -> socket.socket:
     with argv_hidden():
         from gateway.listener import bind_socket
@@ -292,6 +311,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _error(f"autoscaler settings (MODELSERVE_AUTOSCALER_*): {exc}")
     try:
+        dashboard = _dashboard(args)
+    except ValidationError as exc:
+        return _error(f"dashboard settings (MODELSERVE_DASHBOARD_*): {exc}")
+    except SLOError as exc:
+        return _error(str(exc))
+    try:
         policy = _policy(args)
     except (ValueError, ValidationError) as exc:
         return _error(str(exc))
@@ -305,7 +330,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise OSError(
                 f"cannot listen on {args.host}:{args.grpc_port} (--grpc-port): {exc.strerror}"
             ) from exc
-        doors = _Doors(args, settings, admin, *sockets)
+        doors = _Doors(args, settings, admin, dashboard, *sockets)
         # uvloop (a uvicorn[standard] dependency): 10-25 % less gateway CPU per request
         # measured once the proxy itself was lean (py-spy; README "Benchmark").
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -368,5 +393,28 @@ def add_up_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let components load pickle formats (.joblib, .pkl) from remote storage",
     )
+    _add_dashboard_flags(up)
     add_kube_flags(up)
     up.set_defaults(func=cmd_up)
+
+
+def _add_dashboard_flags(up: argparse.ArgumentParser) -> None:
+    dashboard = up.add_argument_group("dashboard (default: $MODELSERVE_DASHBOARD_*, else the demo "
+                                      "services' SLOs and payloads and ./loadtest-reports)")
+    dashboard.add_argument(
+        "--slo", type=Path, default=None, metavar="FILE", help="the SLO file the verdicts use"
+    )
+    dashboard.add_argument(
+        "--payloads",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="example requests, <NAME>.<v1|v2>.json",
+    )
+    dashboard.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where `modelserve loadtest` wrote its reports (<NAME>_stats.csv)",
+    )

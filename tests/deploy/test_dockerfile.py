@@ -242,7 +242,7 @@ def _ignored(path: str, patterns: list[str]) -> bool:
         ".git",
         "tests",
         "tests/artifacts",
-        "loadtests/reports",
+        "loadtest-reports",
         "modelserve.egg-info",
         "servers/__pycache__",
         ".pytest_cache",

@@ -136,7 +136,7 @@ def test_the_page_lists_the_services(page: Page) -> None:
             f"http://{name}.default.example.com"
         )
         expect(service.locator('[data-testid="traffic-entry"]').first).to_contain_text("100%")
-    # The first service is opened; its SLOs come from loadtests/slo.yaml.
+    # The first service is opened; its SLOs come from the demo SLO file.
     expect(page.locator("#detail")).to_have_attribute("data-service", "iris-classifier")
     expect(page.locator('#slo-body tr[data-slo="p95"]')).to_contain_text("<= 80 ms")
     expect(page.locator("#gateway-status")).to_contain_text("live")

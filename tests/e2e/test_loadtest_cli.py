@@ -2,7 +2,8 @@
 run by name, and every protocol's user (gRPC included) reports its requests.
 
 Tests never depend on this machine's speed: the passing case uses SLOs no working server can
-miss; the committed loadtests/slo.yaml is enforced by the CI gate (loadtests/ci_gate.sh)."""
+miss; the demo SLOs (gateway/loadgen/demo/slo.yaml) are enforced by the CI gate
+(loadtests/ci_gate.sh)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli.loadtest import LOADTESTS
+from gateway.loadgen import LOCUSTFILE
 from tests.e2e.conftest import Platform
 from tests.support import ROOT
 
@@ -50,6 +51,28 @@ def test_loadtest_passes_met_slos_over_every_protocol(platform: Platform, tmp_pa
     assert (tmp_path / "sklearn-iris.html").stat().st_size > 0
 
 
+def test_the_users_payloads_win_over_the_demo_ones(platform: Platform, tmp_path: Path) -> None:
+    payloads = tmp_path / "payloads"
+    payloads.mkdir()
+    # Only a v2 request (the demo directory has a v1 one too): no v1 user runs.
+    (payloads / "sklearn-iris.v2.json").write_text(
+        '{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [2, 4],'
+        ' "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}'
+    )
+    slo = tmp_path / "lenient.yaml"
+    slo.write_text("services:\n  sklearn-iris: {p50_ms: 30000, p95_ms: 30000, p99_ms: 30000,"
+                   " max_error_ratio: 0, min_rps: 0.1}\n")
+    done = loadtest(platform, tmp_path, "sklearn-iris", "--slo", str(slo), "--payloads",
+                    str(payloads), "--duration", "3s", "--users", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = stats_rows(tmp_path / "sklearn-iris_stats.csv")
+    assert {"POST v2 sklearn-iris", "POST v2-binary sklearn-iris",
+            "grpc ModelInfer sklearn-iris"} <= set(rows)
+    assert not any(" v1 " in name for name in rows)
+    v2 = rows["POST v2 sklearn-iris"]
+    assert int(v2["Request Count"]) > 0 and v2["Failure Count"] == "0"
+
+
 def test_violated_slo_exits_1_and_names_it(platform: Platform, tmp_path: Path) -> None:
     slo = tmp_path / "strict.yaml"
     slo.write_text("services:\n  sklearn-iris: {p50_ms: 0.001, p95_ms: 0.001, p99_ms: 60,"
@@ -66,7 +89,7 @@ def test_locustfile_alone_checks_slos_when_quitting(platform: Platform, tmp_path
     slo = tmp_path / "strict.yaml"
     slo.write_text("services:\n  iris-classifier: {p50_ms: 60, p95_ms: 60, p99_ms: 60,"
                    " max_error_ratio: 0, min_rps: 1000000}\n")
-    command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS / "locustfile.py"),
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
                "--headless", "--only-summary", "-u", "2", "-r", "2", "-t", "2s",
                "--host", platform.url, "--exit-code-on-error", "0"]
     env = {**os.environ, "LOADTEST_SERVICE": "iris-classifier", "LOADTEST_SLO": str(slo)}

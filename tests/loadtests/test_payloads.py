@@ -1,4 +1,4 @@
-"""The committed load-test payloads and the requests built from them: the tf-digits payloads
+"""The demo load-test payloads and the requests built from them: the tf-digits payloads
 (v1, v2 and TF Serving's PredictRequest), the PredictRequest encoder checked against
 tensorflow-serving-api's own protobufs, and the Locust TF Serving user against a stand-in
 gRPC server (what it sends, what it reports). No timing is asserted.
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from gateway.cli.loadtest import LOADTESTS, PROTOCOL_PAYLOADS, available_protocols, payload_path
-from loadtests.bodies import (
+from gateway.loadgen import DEMO_PAYLOADS, LOCUSTFILE
+from gateway.loadgen.bodies import (
     PREDICT_METHOD,
     binary_body,
     encode_predict_request,
@@ -33,14 +33,15 @@ from loadtests.bodies import (
     tfserving_body,
     tfserving_payload,
 )
+from gateway.loadgen.payloads import PROTOCOL_PAYLOADS, available_protocols, payload_path
 from tests.support import ROOT, free_port
 
 DIGITS = load_digits().images[:4].astype(np.float32)
 
 
-def test_every_committed_payload_is_json_for_a_known_protocol() -> None:
+def test_every_demo_payload_is_json_for_a_known_protocol() -> None:
     kinds = set(PROTOCOL_PAYLOADS.values())
-    for path in sorted((LOADTESTS / "payloads").glob("*.json")):
+    for path in sorted(DEMO_PAYLOADS.glob("*.json")):
         service, kind = path.name.removesuffix(".json").rsplit(".", 1)
         assert kind in kinds, path.name
         json.loads(path.read_text())
@@ -229,7 +230,7 @@ def test_locust_tfserving_user_sends_the_payload_and_reports_each_call(
 ) -> None:
     servicer, port = stand_in
     prefix = tmp_path / "run"
-    command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS / "locustfile.py"),
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
                "--headless", "--only-summary", "-u", "1", "-r", "1", "-t", "1s",
                "--host", "http://127.0.0.1:9", "--csv", str(prefix),
                "--exit-code-on-error", "0", "--service", "tf-digits",
@@ -249,9 +250,7 @@ def test_bytes_payloads_have_a_raw_encoding_too() -> None:
     """digits-classifier's v2 payload (PNGs as base64 text) for the binary and gRPC users."""
     import struct
 
-    from loadtests.bodies import raw_tensors
-
-    doc = json.loads((LOADTESTS / "payloads" / "digits-classifier.v2.json").read_text())
+    doc = json.loads((DEMO_PAYLOADS / "digits-classifier.v2.json").read_text())
     [tensor] = raw_tensors("digits-classifier")
     assert (tensor.name, tensor.datatype, tensor.shape) == ("image", "BYTES", [2])
     first = doc["inputs"][0]["data"][0].encode()

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.cli.loadtest import LOADTESTS, available_protocols, parse_duration, parse_protocols
+from gateway.cli.loadtest import parse_duration
+from gateway.loadgen import DEMO_SLO_FILE
+from gateway.loadgen.bodies import binary_body, json_body, raw_tensors
+from gateway.loadgen.payloads import available_protocols, parse_protocols
 from gateway.slo import Measured, ServiceSLO, SLOError, evaluate, format_table, load_slo_file
-from loadtests.bodies import binary_body, json_body, raw_tensors
 
 SLO = ServiceSLO(p50_ms=10, p95_ms=20, p99_ms=40, max_error_ratio=0.01, min_rps=100)
 GOOD = Measured(requests=1000, failures=0, p50_ms=5, p95_ms=10, p99_ms=20, rps=500)
@@ -33,7 +35,7 @@ def write(tmp_path: Path, text: str, name: str = "slo.yaml") -> Path:
 
 
 def test_committed_slo_file_covers_the_demo_services() -> None:
-    slos = load_slo_file(LOADTESTS / "slo.yaml")
+    slos = load_slo_file(DEMO_SLO_FILE)
     for service in ("sklearn-iris", "iris-classifier", "tf-digits"):
         assert slos.for_service(service).max_error_ratio <= 0.01
         assert available_protocols(service)
@@ -71,7 +73,7 @@ def test_missing_slo_file_names_it(tmp_path: Path) -> None:
 
 
 def test_unknown_service_lists_the_known_ones() -> None:
-    slos = load_slo_file(LOADTESTS / "slo.yaml")
+    slos = load_slo_file(DEMO_SLO_FILE)
     with pytest.raises(SLOError, match="no SLOs for service 'nope' .*sklearn-iris"):
         slos.for_service("nope")
 
@@ -173,6 +175,8 @@ def test_protocols() -> None:
         (["loadtest", "nope"], "no SLOs for service 'nope'"),
         (["loadtest", "iris-classifier", "--protocols", "grpc"], "no payload for grpc"),
         (["loadtest", "sklearn-iris", "--protocols", "v1,tfserving"], "no payload for tfserving"),
+        (["loadtest", "sklearn-iris", "--payloads", "/nonexistent"], "not a directory"),
+        (["loadtest", "sklearn-iris", "--payloads", "/"], "no payloads for service"),
     ],
 )
 def test_loadtest_config_errors_exit_2(

@@ -6,7 +6,7 @@ Locust has no gRPC client, so each user times its calls itself and reports them 
 The target comes from `--grpc-target HOST:PORT` (modelserve serves both services on one port).
 
 `TFServingUser` sends `<service>.tfserving.json` as a PredictRequest serialized once by
-`loadtests.bodies.tfserving_body` (inputs as `tensor_content`) over a bytes-in, bytes-out stub
+`gateway.loadgen.bodies.tfserving_body` (inputs as `tensor_content`) over a bytes-in, bytes-out stub
 for the same method path as tensorflow-serving-api's `PredictionServiceStub.Predict`: that
 package imports all of TensorFlow, which would cost the load generator ~15 s and ~1 GB.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +23,7 @@ import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, constant, task
 
-from loadtests.bodies import PREDICT_METHOD, raw_tensors, tfserving_body
+from gateway.loadgen.bodies import PREDICT_METHOD, raw_tensors, tfserving_body
 from servers.kserve_argv import argv_hidden
 
 __all__ = ["GrpcV2User", "TFServingUser", "import_stubs"]
@@ -44,9 +45,9 @@ def import_stubs() -> tuple[ModuleType, ModuleType]:
     return grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
 
-def _request(service: str) -> Any:
+def _request(service: str, payloads: Path) -> Any:
     pb2, _ = import_stubs()
-    tensors = raw_tensors(service)
+    tensors = raw_tensors(service, payloads)
     return pb2.ModelInferRequest(
         model_name=service,
         inputs=[
@@ -67,6 +68,7 @@ class _GrpcUser(User):
         options = self.environment.parsed_options
         assert options is not None, f"{type(self).__name__} runs under the locust command line"
         self.service: str = options.service
+        self.payloads = Path(options.payloads)
         self.channel = grpc.insecure_channel(options.grpc_target)
 
     def on_stop(self) -> None:
@@ -90,7 +92,7 @@ class GrpcV2User(_GrpcUser):
         super().on_start()
         _, pb2_grpc = import_stubs()
         self.stub = pb2_grpc.GRPCInferenceServiceStub(self.channel)
-        self.request = _request(self.service)
+        self.request = _request(self.service, self.payloads)
 
     @task
     def model_infer(self) -> None:
@@ -112,7 +114,7 @@ class TFServingUser(_GrpcUser):
         super().on_start()
         # No (de)serializers: the pre-serialized request goes out as is, the answer stays bytes.
         self.predict_call = self.channel.unary_unary(PREDICT_METHOD)
-        self.request = tfserving_body(self.service)
+        self.request = tfserving_body(self.service, self.payloads)
 
     @task
     def predict(self) -> None:

@@ -1,5 +1,5 @@
-"""Request bodies for the Locust users and benchmarks, built once from
-`loadtests/payloads/<service>.<v1|v2|tfserving>.json`.
+"""Request bodies for the Locust users and benchmarks, built once from a payload directory's
+`<service>.<v1|v2|tfserving>.json` (the demo services' by default, see payloads.py).
 
 The v2 binary tensor extension and v2 gRPC send the same tensors as the v2 JSON payload, as raw
 little-endian bytes.
@@ -20,11 +20,13 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gateway.cli.loadtest import payload_path
+from gateway.loadgen import DEMO_PAYLOADS
+from gateway.loadgen.payloads import payload_path
 
 __all__ = [
     "PREDICT_METHOD",
@@ -67,8 +69,8 @@ class BinaryBody:
 
 
 @functools.cache
-def _payload(service: str, protocol: str) -> Any:
-    path = payload_path(service, protocol)
+def _payload(service: str, protocol: str, payloads: Path) -> Any:
+    path = payload_path(service, protocol, payloads)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -76,15 +78,15 @@ def _payload(service: str, protocol: str) -> Any:
 
 
 @functools.cache
-def json_body(service: str, protocol: str) -> bytes:
+def json_body(service: str, protocol: str, payloads: Path = DEMO_PAYLOADS) -> bytes:
     """The payload file for `protocol` (v1 or v2), as compact JSON bytes."""
-    return json.dumps(_payload(service, protocol), separators=(",", ":")).encode()
+    return json.dumps(_payload(service, protocol, payloads), separators=(",", ":")).encode()
 
 
 @functools.cache
-def raw_tensors(service: str) -> tuple[RawTensor, ...]:
+def raw_tensors(service: str, payloads: Path = DEMO_PAYLOADS) -> tuple[RawTensor, ...]:
     """The service's v2 payload, each input encoded as raw little-endian bytes."""
-    doc = _payload(service, "v2")
+    doc = _payload(service, "v2", payloads)
     tensors = []
     for given in doc["inputs"]:
         datatype = given["datatype"]
@@ -101,9 +103,9 @@ def raw_tensors(service: str) -> tuple[RawTensor, ...]:
 
 
 @functools.cache
-def binary_body(service: str) -> BinaryBody:
+def binary_body(service: str, payloads: Path = DEMO_PAYLOADS) -> BinaryBody:
     """JSON header with `binary_data_size` per input, followed by the inputs' raw bytes."""
-    tensors = raw_tensors(service)
+    tensors = raw_tensors(service, payloads)
     header = {
         "inputs": [
             {"name": t.name, "datatype": t.datatype, "shape": t.shape,
@@ -175,9 +177,9 @@ def _tensor(service: str, name: str, doc: Any) -> np.ndarray:
 
 
 @functools.cache
-def tfserving_payload(service: str) -> PredictPayload:
+def tfserving_payload(service: str, payloads: Path = DEMO_PAYLOADS) -> PredictPayload:
     """`<service>.tfserving.json`, checked (see parse_predict_payload)."""
-    return parse_predict_payload(service, _payload(service, "tfserving"))
+    return parse_predict_payload(service, _payload(service, "tfserving", payloads))
 
 
 def parse_predict_payload(service: str, doc: Any) -> PredictPayload:
@@ -258,9 +260,9 @@ def encode_predict_request(
 
 
 @functools.cache
-def tfserving_body(service: str) -> bytes:
+def tfserving_body(service: str, payloads: Path = DEMO_PAYLOADS) -> bytes:
     """`<service>.tfserving.json` as a serialized PredictRequest (see encode_predict_request)."""
-    payload = tfserving_payload(service)
+    payload = tfserving_payload(service, payloads)
     return encode_predict_request(
         payload.model_name, payload.inputs, payload.signature_name, payload.output_filter
     )

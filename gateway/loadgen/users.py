@@ -1,14 +1,17 @@
 """REST Locust users: KServe v1, v2 (Open Inference Protocol) JSON and the v2 binary extension.
 
 Each user sends its service's payload in a closed loop (no think time), so the platform, not a
-schedule, sets the pace. The service comes from `--service` (see locustfile.py).
+schedule, sets the pace. The service comes from `--service`, its payloads from `--payloads`
+(see locustfile.py).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from locust import FastHttpUser, constant, task
 
-from loadtests.bodies import binary_body, json_body
+from gateway.loadgen.bodies import binary_body, json_body
 
 __all__ = ["V1User", "V2BinaryUser", "V2User"]
 
@@ -20,10 +23,11 @@ def _post(user: FastHttpUser, path: str, body: bytes, headers: dict[str, str], n
     user.client.post(path, data=body, headers=headers, name=name)  # type: ignore[arg-type]
 
 
-def _service(user: FastHttpUser) -> str:
+def _target(user: FastHttpUser) -> tuple[str, Path]:
+    """The service to load and its payload directory, from the command line."""
     options = user.environment.parsed_options
-    service: str = options.service if options is not None else ""
-    return service
+    assert options is not None, f"{type(user).__name__} runs under the locust command line"
+    return str(options.service), Path(options.payloads)
 
 
 class V1User(FastHttpUser):
@@ -33,9 +37,9 @@ class V1User(FastHttpUser):
 
     @task
     def predict(self) -> None:
-        service = _service(self)
-        _post(self, f"/v1/models/{service}:predict", json_body(service, "v1"), JSON_HEADERS,
-              f"v1 {service}")
+        service, payloads = _target(self)
+        _post(self, f"/v1/models/{service}:predict", json_body(service, "v1", payloads),
+              JSON_HEADERS, f"v1 {service}")
 
 
 class V2User(FastHttpUser):
@@ -45,9 +49,9 @@ class V2User(FastHttpUser):
 
     @task
     def infer(self) -> None:
-        service = _service(self)
-        _post(self, f"/v2/models/{service}/infer", json_body(service, "v2"), JSON_HEADERS,
-              f"v2 {service}")
+        service, payloads = _target(self)
+        _post(self, f"/v2/models/{service}/infer", json_body(service, "v2", payloads),
+              JSON_HEADERS, f"v2 {service}")
 
 
 class V2BinaryUser(FastHttpUser):
@@ -57,8 +61,8 @@ class V2BinaryUser(FastHttpUser):
 
     @task
     def infer(self) -> None:
-        service = _service(self)
-        body = binary_body(service)
+        service, payloads = _target(self)
+        body = binary_body(service, payloads)
         headers = {
             "Content-Type": "application/octet-stream",
             "Inference-Header-Content-Length": str(body.header_length),
