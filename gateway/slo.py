@@ -1,10 +1,11 @@
 """Service level objectives for `modelserve loadtest`: the SLO file, what a run measured, verdicts.
 
-The file (`loadtests/slo.yaml`) holds, per service, latency percentiles in milliseconds, the
-largest share of failed requests and the least throughput a run must reach. Measurements come
-from the "Aggregated" row of Locust's `<prefix>_stats.csv` (or Locust's stats object, see
-`loadtests/locustfile.py`). Locust rounds response times under 100 ms to whole milliseconds,
-so targets below 1 ms are not meaningful.
+The file (the user's `--slo FILE`, or the demo services' `gateway/loadgen/demo/slo.yaml`)
+holds, per service, latency percentiles in milliseconds, the largest share of failed requests
+and the least throughput a run must reach. Measurements come from the "Aggregated" row of
+Locust's `<prefix>_stats.csv` (or Locust's stats object, see `gateway/loadgen/locustfile.py`).
+Locust rounds response times under 100 ms to whole milliseconds, so targets below 1 ms are not
+meaningful.
 """
 
 from __future__ import annotations
