@@ -202,6 +202,26 @@ def test_up_with_an_empty_api_keys_file_fails_before_starting(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--slo", "nope.yaml"], "nope.yaml"),
+        (["--slo", "{bad}"], "invalid SLO file"),
+        (["--payloads", "nope"], "--payloads nope: not a directory"),
+    ],
+)
+def test_up_with_a_bad_dashboard_file_fails_before_starting(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services: []\n")
+    flags = [flag.replace("{bad}", str(bad)) for flag in flags]
+    result = modelserve("up", "--port", "0", "--grpc-port", "0", *flags)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_build_models_writes_the_demo_models(tmp_path: Path) -> None:
     result = modelserve("build-models", "--out", str(tmp_path / "m"))
     assert result.returncode == 0, result.stderr
