@@ -15,7 +15,7 @@ install: $(STAMP) triton-venv browser
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,tensorflow,triton]'
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,tensorflow,triton,xgboost,lightgbm]'
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib/python3.11/site-packages >/dev/null || true
 	touch $(STAMP)
 
@@ -26,7 +26,7 @@ run: build-models
 	$(BIN)/modelserve up
 
 lint: install
-	$(BIN)/ruff check servers gateway tests loadtests
+	$(BIN)/ruff check servers gateway demos tests loadtests
 	$(BIN)/mypy
 
 # perf_analyzer (tests/e2e/test_perf_analyzer.py) and kube-apiserver (tests/e2e/test_kubectl_*)

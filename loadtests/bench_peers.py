@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from demos import build_all  # noqa: E402
 from loadtests.bench_sklearn import ROWS, V1_ROWS, measure  # noqa: E402
 from loadtests.httpload import LoadResult  # noqa: E402
-from servers.demo_models import build_all  # noqa: E402
 from tests.support import free_port, run_platform, run_server, wait_ready  # noqa: E402
 
 MLSERVER_VERSION = "1.7.1"  # mlserver and mlserver-sklearn, pinned together

@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--protocols", nargs="+", default=["http", "grpc"],
                         choices=["http", "grpc"])
     args = parser.parse_args()
-    from servers.demo_models import build_all
+    from demos import build_all
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"

@@ -28,10 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demos import build_all  # noqa: E402
+from demos.iris import IRIS_FEATURES  # noqa: E402
 from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, print_table  # noqa: E402
-from servers.demo_models import IRIS_FEATURES, build_all  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
 
 ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3]]

@@ -49,12 +49,12 @@ import yaml  # noqa: E402
 from grpc import aio  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from demos import build_all  # noqa: E402
 from gateway.loadgen.bodies import PREDICT_METHOD, encode_predict_request  # noqa: E402
 from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, measured_cells, print_table, ratio  # noqa: E402
-from servers.demo_models import build_all  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
 from tests.support import run_platform, run_server  # noqa: E402
 

@@ -8,7 +8,7 @@ Runtime), called directly, through our gateway, and through the image transforme
 Three paths, the same requests on the first two (`--batch` 8x8 digits per request, default 1):
 1. direct Triton: the wheel's real tritonserver (`servers.triton.tritonserver.TritonServer`)
    on free ports, serving the CPU repository `<models>/triton/` (built by
-   `servers.demo_models.build_all` into a temporary directory, unless `--models-dir` already
+   `demos.build_all` into a temporary directory, unless `--models-dir` already
    holds it), model `triton-digits`:
    - v2 HTTP JSON: `POST /v2/models/triton-digits/infer`, FP32 [N, 8, 8] as a JSON list;
    - v2 HTTP binary: the same tensor as raw bytes after the JSON header (Triton's binary tensor
@@ -69,12 +69,12 @@ from grpc import aio  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from demos.triton import DIGITS_MODELS, TRITON_REPOSITORY  # noqa: E402
 from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.grpcload import call_once, run_grpc_load  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, measured_cells, print_table, ratio  # noqa: E402
 from servers.kserve_argv import argv_hidden  # noqa: E402
-from servers.triton.demo import DIGITS_MODELS, TRITON_REPOSITORY  # noqa: E402
 from servers.triton.tritonserver import TritonServer  # noqa: E402
 from tests.support import run_platform  # noqa: E402
 
@@ -505,7 +505,7 @@ def main() -> int:
         models_root = args.models_dir.resolve() if args.models_dir else None
         if models_root is None or not has_repository(models_root):
             print("… building the demo models", file=sys.stderr, flush=True)
-            from servers.demo_models import build_all
+            from demos import build_all
 
             models_root = Path(tmp) / "models"
             build_all(models_root)

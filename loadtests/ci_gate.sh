@@ -12,12 +12,14 @@ BIN=.venv/bin
 MODELS=${MODELS:-models}
 DURATION=${LOADTEST_DURATION:-10s}
 USERS=${LOADTEST_USERS:-8}
-SERVICES=(sklearn-iris iris-classifier tf-digits triton-digits digits-classifier)
+SERVICES=(sklearn-iris iris-classifier tf-digits triton-digits digits-classifier xgboost-iris
+          lightgbm-iris)
 REPORTS=loadtest-reports
 LOG=$REPORTS/ci_gate_up.log
 mkdir -p "$REPORTS"
 
-if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" || ! -d "$MODELS/triton" ]]; then
+if [[ ! -d "$MODELS/iris" || ! -d "$MODELS/digits-tf" || ! -d "$MODELS/triton" ||
+      ! -d "$MODELS/xgboost-iris" || ! -d "$MODELS/lightgbm-iris" ]]; then
     "$BIN/modelserve" build-models --out "$MODELS"
 fi
 

@@ -35,6 +35,7 @@ from servers.settings import bind_address, component_settings
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "add_batching_flags",
+    "add_booster_flags",
     "batch_settings",
     "grpc_options",
     "predictor_config",
@@ -112,6 +113,27 @@ def add_batching_flags(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="Requests that may wait for the model; more get 503.",
     )
+
+
+def add_booster_flags(parser: argparse.ArgumentParser, library: str) -> None:
+    """The flags of a gradient-boosted trees predictor (XGBoost, LightGBM): the default
+    method, threads per prediction, NaN as the missing value, and adaptive batching."""
+    from servers.tabular_predictor import METHODS
+
+    parser.add_argument("--method", choices=METHODS, default="predict",
+                        help="Default method; requests may ask for the other.")
+    parser.add_argument("--nthread", type=_positive, default=1,
+                        help="Threads per prediction (KServe's runtime passes 1).")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help=f"Let NaN through as {library}'s missing value (refused by default).")
+    add_batching_flags(parser)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def batch_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BatchSettings:

@@ -77,10 +77,11 @@ def find_artifact(path: Path, formats: Sequence[ArtifactFormat]) -> Path:
         if not any(f.matches(path) for f in formats):
             raise ModelLoadError(f"{path.name} is not a model file this server loads ({wanted})")
         return path
-    files = sorted(p for p in path.iterdir() if p.is_file())
+    # metadata.json (feature and target names) sits beside the model, whatever its format.
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name != METADATA_FILE)
     found = [p for p in files if any(f.matches(p) for f in formats)]
     if not found:
-        others = [p.name for p in files if p.name != METADATA_FILE]
+        others = [p.name for p in files]
         seen = f"; it holds {', '.join(others[:5])}, which this server does not load" if (
             others) else ""
         raise ModelLoadError(

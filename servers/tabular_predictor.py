@@ -23,7 +23,7 @@ from servers.model import TensorModel, TensorOutputs, off_loop
 from servers.protocol import v1
 from servers.protocol.tensors import datatype_of
 
-__all__ = ["METHODS", "FittedModel", "TabularPredictor"]
+__all__ = ["METHODS", "FittedModel", "Method", "TabularPredictor"]
 
 METHODS = ("predict", "predict_proba")
 Method = Callable[[np.ndarray], np.ndarray]

@@ -13,7 +13,7 @@ from servers.kserve_argv import argv_hidden
 with argv_hidden():  # pytest's flags (--co, --timeout) are prefixes of kserve's
     import kserve  # noqa: F401
 
-from servers.demo_models import build_all  # noqa: E402
+from demos import build_all  # noqa: E402
 from tests.support import ServerProcess, run_server
 
 # What makes a test slow: a process it starts (a component, `modelserve up`, tritonserver,
@@ -21,7 +21,8 @@ from tests.support import ServerProcess, run_server
 _SLOW_DIRS = ("e2e", "security")
 _SLOW_FIXTURES = frozenset({
     "models_root", "iris_dir", "digits_tf_dir", "sklearn_server", "tabular_server",
-    "tf_server", "triton_install", "triton_repository", "platform",
+    "tf_server", "triton_install", "triton_repository", "platform", "xgboost_server",
+    "lightgbm_server", "tabular_predictor",
 })
 _SLOW_CALLS = ("run_server(", "run_platform(", "subprocess.", "build_all(", "TritonServer(")
 
@@ -64,6 +65,33 @@ def sklearn_server(iris_dir: Path, logs: Path) -> Iterator[ServerProcess]:
     args = ["--model_name=sklearn-iris", f"--model_dir={iris_dir}", "--max_body_bytes=1048576"]
     with run_server("servers.sklearn", args, logs) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def xgboost_server(models_root: Path, logs: Path) -> Iterator[ServerProcess]:
+    args = ["--model_name=xgboost-iris", f"--model_dir={models_root / 'xgboost-iris'}",
+            "--max_body_bytes=1048576"]
+    with run_server("servers.xgboost", args, logs) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lightgbm_server(models_root: Path, logs: Path) -> Iterator[ServerProcess]:
+    args = ["--model_name=lightgbm-iris", f"--model_dir={models_root / 'lightgbm-iris'}",
+            "--max_body_bytes=1048576"]
+    with run_server("servers.lightgbm", args, logs) as server:
+        yield server
+
+
+@pytest.fixture(params=["sklearn-iris", "xgboost-iris", "lightgbm-iris"])
+def tabular_predictor(
+    request: pytest.FixtureRequest,
+) -> tuple[ServerProcess, str]:
+    """Each tabular predictor on its iris model (scikit-learn, XGBoost, LightGBM), with the
+    model's name: the same client mistakes get the same answers from all three."""
+    fixture = {"sklearn-iris": "sklearn_server", "xgboost-iris": "xgboost_server",
+               "lightgbm-iris": "lightgbm_server"}[request.param]
+    return request.getfixturevalue(fixture), request.param
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +141,7 @@ def triton_install() -> Any:
 @pytest.fixture(scope="session")
 def triton_repository(models_root: Path) -> Path:
     """`models/triton/`, the CPU repository `build_all` writes (digits ONNX and iris)."""
-    from servers.triton.demo import DIGITS_MODEL, IRIS_MODEL, TRITON_REPOSITORY
+    from demos.triton import DIGITS_MODEL, IRIS_MODEL, TRITON_REPOSITORY
 
     repository = models_root / TRITON_REPOSITORY
     for model in (DIGITS_MODEL, IRIS_MODEL):

@@ -39,7 +39,7 @@ def _error(message: str) -> int:
 
 def cmd_build_models(args: argparse.Namespace) -> int:
     with argv_hidden():
-        from servers.demo_models import build_all
+        from demos import build_all
 
     args.out.mkdir(parents=True, exist_ok=True)
     for path in build_all(args.out):

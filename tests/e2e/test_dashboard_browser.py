@@ -314,16 +314,16 @@ def test_a_canary_moved_to_30_percent_shows_the_split_and_traffic_follows(
 
 
 def test_the_page_lists_every_demo_service(browser: Browser, platform: Platform) -> None:
-    """Against the session's `modelserve up` of inferenceservices/ (all five demo services)."""
+    """Against the session's `modelserve up` of inferenceservices/ (all seven demo services)."""
     context = browser.new_context(viewport={"width": 1366, "height": 768})
     page = context.new_page()
     page.set_default_timeout(20_000)
     try:
         page.goto(f"{platform.admin_url}/ui#token={platform.token}")
         for name in ("sklearn-iris", "iris-classifier", "tf-digits", "triton-digits",
-                     "digits-classifier"):
+                     "digits-classifier", "xgboost-iris", "lightgbm-iris"):
             expect(row(page, name).locator('[data-col="ready"] .badge')).to_have_text("Ready")
-        expect(page.locator('[data-testid="service-row"]')).to_have_count(5)
+        expect(page.locator('[data-testid="service-row"]')).to_have_count(7)
         screenshot(page, "dashboard-demo-services.png")
     finally:
         context.close()

@@ -19,7 +19,7 @@ import pytest
 import tritonclient.http as triton_http
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from servers.demo_models import IRIS_FEATURES
+from demos.iris import IRIS_FEATURES
 from tests.e2e.conftest import Platform
 from tests.support import ROOT
 

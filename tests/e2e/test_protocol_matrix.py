@@ -25,7 +25,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support import ROOT, Platform
 
-SERVICES = ["sklearn-iris", "iris-classifier", "digits-classifier", "tf-digits", "triton-digits"]
+SERVICES = ["sklearn-iris", "iris-classifier", "digits-classifier", "tf-digits", "triton-digits",
+            "xgboost-iris", "lightgbm-iris"]
 EXTENSIONS = {"binary_tensor_data", "parameters", "model_configuration", "statistics",
               "model_repository"}
 
@@ -38,7 +39,7 @@ def _png() -> bytes:
 
 def valid_inputs(service: str) -> dict[str, tuple[str, Any]]:
     """One valid request's inputs for `service`: name -> (v2 datatype, array)."""
-    if service == "sklearn-iris":
+    if service in ("sklearn-iris", "xgboost-iris", "lightgbm-iris"):
         return {"input-0": ("FP64", np.array([[5.1, 3.5, 1.4, 0.2]]))}
     if service == "iris-classifier":
         row = dict(zip(("sepal_length", "sepal_width", "petal_length", "petal_width"),

@@ -19,7 +19,7 @@ import tritonclient.http as triton_http
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from servers.triton.demo import DIGITS_MODEL, TRITON_REPOSITORY
+from demos.triton import DIGITS_MODEL, TRITON_REPOSITORY
 from tests.e2e.conftest import Platform
 from tests.support import triton_grpc_infer
 

@@ -9,11 +9,11 @@ import httpx
 import pytest
 import tritonclient.http as triton_http
 
+from demos.triton import DIGITS_MODEL
 from gateway.dataplane.app import _match
 from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.triton.demo import DIGITS_MODEL
 from servers.triton.install import TritonInstall
 from servers.triton.tritonserver import TritonServer
 from tests.gateway.conftest import SKLEARN_REVISION, LoopThread

@@ -68,7 +68,9 @@ def test_model_args_and_env_follow_the_runtime_ones(tmp_path: Path) -> None:
     [
         ({"modelFormat": {"name": "tensorflow"}, "runtime": "kserve-torchserve"},
          "no local stand-in"),
-        ({"modelFormat": {"name": "xgboost"}}, "no local runtime serves"),
+        ({"modelFormat": {"name": "paddle"}}, "no local runtime serves"),
+        ({"modelFormat": {"name": "xgboost", "version": "0"}}, "no local runtime serves"),
+        ({"modelFormat": {"name": "pytorch"}}, "no local runtime serves"),  # autoSelect off
         ({"modelFormat": {"name": "sklearn"}, "runtime": "kserve-tensorflow-serving"},
          "does not serve modelFormat 'sklearn'"),
     ],
@@ -129,3 +131,40 @@ def test_a_container_running_the_tritonserver_launcher_is_screened_too() -> None
         "args": ["--model_name=servers.triton.tritonserver"],
     }]})
     assert not runs_tritonserver(named)
+
+
+@pytest.mark.parametrize(
+    ("model_format", "runtime", "entry_point"),
+    [
+        ({"name": "xgboost"}, "kserve-xgbserver", "servers.xgboost"),
+        ({"name": "xgboost", "version": "2"}, "kserve-xgbserver", "servers.xgboost"),
+        ({"name": "lightgbm", "version": "4"}, "kserve-lgbserver", "servers.lightgbm"),
+        ({"name": "sklearn", "version": "1"}, "kserve-sklearnserver", "servers.sklearn"),
+        # Both TF Serving (priority 2) and Triton (1) serve tensorflow: KServe picks TF Serving.
+        ({"name": "tensorflow"}, "kserve-tensorflow-serving", "servers.tensorflow"),
+        ({"name": "onnx"}, "kserve-tritonserver", "servers.triton.tritonserver"),
+    ],
+)
+def test_a_bare_model_format_gets_the_highest_priority_runtime_as_in_kserve(
+    model_format: dict[str, str], runtime: str, entry_point: str
+) -> None:
+    backend = resolve_runtime(model_service({"modelFormat": model_format}).spec.predictor.model)  # type: ignore[arg-type]
+    assert (backend.runtime, backend.entry_point) == (runtime, entry_point)
+
+
+def test_a_protocol_version_narrows_the_candidates() -> None:
+    # Triton speaks no v1: a tensorflow model asking for grpc-v2 goes to Triton, not TF Serving.
+    model = model_service({"modelFormat": {"name": "tensorflow"}, "protocolVersion": "grpc-v2"})
+    assert resolve_runtime(model.spec.predictor.model).runtime == "kserve-tritonserver"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["xgboost-iris", "lightgbm-iris"])
+def test_the_booster_demos_run_their_runtimes_with_kserves_args(tmp_path: Path, name: str) -> None:
+    [isvc] = load_manifests([ROOT / "inferenceservices" / f"{name}.yaml"])
+    [plan] = plan_service(isvc, tmp_path, ports())
+    backend = name.split("-")[0]
+    assert plan.argv[:3] == (sys.executable, "-m", f"servers.{backend}")
+    flags = dict(parse_args(list(plan.argv[3:])))
+    assert flags["--model_name"] == name and flags["--nthread"] == "1"
+    assert flags["--model_dir"] == str(tmp_path.resolve() / name)
+

@@ -36,7 +36,8 @@ def write(tmp_path: Path, text: str, name: str = "slo.yaml") -> Path:
 
 def test_committed_slo_file_covers_the_demo_services() -> None:
     slos = load_slo_file(DEMO_SLO_FILE)
-    for service in ("sklearn-iris", "iris-classifier", "tf-digits"):
+    for service in ("sklearn-iris", "iris-classifier", "tf-digits", "triton-digits",
+                    "digits-classifier", "xgboost-iris", "lightgbm-iris"):
         assert slos.for_service(service).max_error_ratio <= 0.01
         assert available_protocols(service)
 

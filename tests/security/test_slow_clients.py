@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from servers.demo_models import build_iris
+from demos.iris import build_iris
 from tests.support import ROOT, Platform, run_platform
 
 pytestmark = pytest.mark.e2e

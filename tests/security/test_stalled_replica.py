@@ -30,11 +30,11 @@ from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from demos.iris import build_iris
 from gateway.dataplane.metrics import GatewayMetrics
 from gateway.dataplane.server import GatewayServer
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
-from servers.demo_models import build_iris
 from tests.support import ROOT, ServerProcess, run_platform, run_server
 
 pytestmark = pytest.mark.e2e

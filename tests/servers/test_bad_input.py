@@ -1,5 +1,6 @@
 """Every client mistake gets a 4xx / INVALID_ARGUMENT / NOT_FOUND naming the problem, and the
-server keeps answering correctly afterwards."""
+server keeps answering correctly afterwards: the same table for each tabular predictor
+(scikit-learn, XGBoost, LightGBM)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from tests.support import ServerProcess
 
-V1 = "/v1/models/sklearn-iris:predict"
-V2 = "/v2/models/sklearn-iris/infer"
+V1 = "/v1/models/{name}:predict"
+V2 = "/v2/models/{name}/infer"
 
 
 def _v2(
@@ -97,14 +98,15 @@ REST_CASES = [
     ids=[case[0] for case in REST_CASES],
 )
 def test_rest_client_errors_are_4xx_with_a_message(
-    sklearn_server: ServerProcess,
+    tabular_predictor: tuple[ServerProcess, str],
     path: str,
     body: object,
     headers: dict[str, str],
     status: int,
     fragment: str,
 ) -> None:
-    url = sklearn_server.http_url + path
+    server, name = tabular_predictor
+    url = server.http_url + path.format(name=name)
     if isinstance(body, bytes):
         response = httpx.post(url, content=body, headers=headers)
     else:
@@ -112,7 +114,8 @@ def test_rest_client_errors_are_4xx_with_a_message(
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
     # The server still answers a good request correctly.
-    good = httpx.post(sklearn_server.http_url + V1, json={"instances": [[5.0, 3.4, 1.5, 0.2]]})
+    good = httpx.post(server.http_url + V1.format(name=name),
+                      json={"instances": [[5.0, 3.4, 1.5, 0.2]]})
     assert good.json() == {"predictions": [0]}
 
 
@@ -120,18 +123,20 @@ def test_rest_client_errors_are_4xx_with_a_message(
 @pytest.mark.parametrize("content_type", ["image/png", "multipart/form-data; boundary=x",
                                           "application/xml"])
 def test_unreadable_content_type_gets_415(
-    sklearn_server: ServerProcess, path: str, content_type: str
+    tabular_predictor: tuple[ServerProcess, str], path: str, content_type: str
 ) -> None:
-    response = httpx.post(sklearn_server.http_url + path, content=b"<x/>",
+    server, name = tabular_predictor
+    response = httpx.post(server.http_url + path.format(name=name), content=b"<x/>",
                           headers={"content-type": content_type})
     assert response.status_code == 415
     assert "application/json" in response.json()["error"]
 
 
-def test_oversized_body_gets_413(sklearn_server: ServerProcess) -> None:
-    # The test server runs with --max_body_bytes=1048576.
+def test_oversized_body_gets_413(tabular_predictor: tuple[ServerProcess, str]) -> None:
+    # The test servers run with --max_body_bytes=1048576.
+    server, name = tabular_predictor
     body = b'{"instances": [' + b"[1,2,3,4]," * 200_000 + b"[1,2,3,4]]}"
-    response = httpx.post(sklearn_server.http_url + V1, content=body)
+    response = httpx.post(server.http_url + V1.format(name=name), content=body)
     assert response.status_code == 413
     assert "exceeds" in response.json()["error"]
 
@@ -139,18 +144,18 @@ def test_oversized_body_gets_413(sklearn_server: ServerProcess) -> None:
         yield body[: len(body) // 2]
         yield body[len(body) // 2 :]
 
-    streamed = httpx.post(sklearn_server.http_url + V1, content=chunks())
+    streamed = httpx.post(server.http_url + V1.format(name=name), content=chunks())
     assert streamed.status_code == 413
 
 
-def _grpc_request(**overrides: object) -> pb.ModelInferRequest:
+def _grpc_request(name: str, **overrides: object) -> pb.ModelInferRequest:
     tensor = pb.ModelInferRequest.InferInputTensor(
         name="x",
         datatype="FP32",
         shape=[1, 4],
         contents=pb.InferTensorContents(fp32_contents=[5.0, 3.4, 1.5, 0.2]),
     )
-    request = pb.ModelInferRequest(model_name="sklearn-iris", inputs=[tensor])
+    request = pb.ModelInferRequest(model_name=name, inputs=[tensor])
     for key, value in overrides.items():
         if key == "raw":
             request.inputs[0].ClearField("contents")
@@ -190,16 +195,17 @@ GRPC_CASES = [
     ids=[case[0] for case in GRPC_CASES],
 )
 def test_grpc_client_errors_get_status_codes(
-    sklearn_server: ServerProcess,
+    tabular_predictor: tuple[ServerProcess, str],
     overrides: dict[str, object],
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with grpc.insecure_channel(sklearn_server.grpc_target) as channel:
+    server, name = tabular_predictor
+    with grpc.insecure_channel(server.grpc_target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.ModelInfer(_grpc_request(**overrides), timeout=10)
+            stub.ModelInfer(_grpc_request(name, **overrides), timeout=10)
         assert info.value.code() == code
         assert fragment in (info.value.details() or "")
-        good = stub.ModelInfer(_grpc_request(), timeout=10)
+        good = stub.ModelInfer(_grpc_request(name), timeout=10)
         assert list(good.outputs[0].contents.int64_contents) == [0]

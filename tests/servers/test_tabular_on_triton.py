@@ -19,8 +19,8 @@ import pytest
 import tritonclient.http as triton_http
 from sklearn.datasets import load_iris
 
-from servers.demo_models import IRIS_FEATURES
-from servers.triton.demo import (
+from demos.iris import IRIS_FEATURES
+from demos.triton import (
     IRIS_INPUT,
     IRIS_MODEL,
     IRIS_OUTPUT,

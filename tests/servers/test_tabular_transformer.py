@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 
-from servers.demo_models import IRIS_FEATURES
+from demos.iris import IRIS_FEATURES
 from tests.support import ServerProcess, free_port, run_server
 
 ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 2.8, 4.4, 1.3]]

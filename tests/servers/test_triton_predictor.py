@@ -21,8 +21,8 @@ import tritonclient.http as triton_http
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from sklearn.datasets import load_digits
 
+from demos.triton import DIGITS_MODEL
 from servers.errors import ModelServeError
-from servers.triton.demo import DIGITS_MODEL
 from servers.triton.install import TritonInstall
 from servers.triton.model import TritonPredictor
 from servers.triton.tritonserver import TritonServer

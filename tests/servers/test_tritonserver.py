@@ -21,9 +21,9 @@ import pytest
 import tritonclient.http as triton_http
 from sklearn.datasets import load_digits
 
+from demos.triton import DIGITS_MODEL
 from servers.triton import install as install_module
 from servers.triton import tritonserver as ts
-from servers.triton.demo import DIGITS_MODEL
 from servers.triton.install import TritonInstall, TritonNotInstalled, locate
 from servers.triton.repository import RepositoryError
 from servers.triton.tritonserver import PortInUse, TritonServer, TritonStartError

@@ -1,48 +1,17 @@
-"""The demo models, trained from data that ships with scikit-learn (nothing is downloaded)."""
+"""The digits demo: a small Keras classifier of sklearn's 8x8 digits as a TF SavedModel, what
+`tf-digits` serves (and, exported to ONNX by `demos.triton`, Triton's digits models)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
-import joblib
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
+__all__ = ["DIGITS_LABELS", "DIGITS_METADATA", "DIGITS_TF", "REQUIRES", "build", "build_digits_tf"]
 
-__all__ = [
-    "DIGITS_LABELS",
-    "DIGITS_TF",
-    "IRIS_FEATURES",
-    "build_all",
-    "build_digits_tf",
-    "build_iris",
-    "tensorflow_available",
-]
-
-log = logging.getLogger("modelserve.models")
-
-# The v1 record keys of iris-classifier, in the order the model was trained on.
-IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-def build_iris(out: Path) -> Path:
-    """Iris logistic regression: `out/iris/model.joblib` + `metadata.json` (features, labels)."""
-    data = load_iris()
-    model = LogisticRegression(max_iter=1000).fit(data.data, data.target)
-    directory = out / "iris"
-    directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, directory / "model.joblib")
-    metadata = {
-        "feature_names": IRIS_FEATURES,
-        "target_names": [str(n) for n in data.target_names],
-        "dataset": "sklearn.datasets.load_iris",
-    }
-    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return directory
-
+BUILD_ORDER = 10
+REQUIRES = ("tensorflow",)
 
 # sklearn's 8x8 digits: pixels 0..16, ink high. One model directory serves the TensorFlow
 # predictor (TF Serving's layout: a numeric version directory) and the image transformer
@@ -58,15 +27,6 @@ DIGITS_METADATA: dict[str, Any] = {
 }
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-
-
-def tensorflow_available() -> bool:
-    """Whether the `tensorflow` extra is installed."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def build_digits_tf(out: Path, version: int = 1, epochs: int = 100) -> Path:
@@ -158,26 +118,6 @@ def _set_method_names(path: Path, methods: dict[str, str]) -> None:
     file.write_bytes(proto.SerializeToString())
 
 
-def build_all(out: Path) -> list[Path]:
-    """Build every demo model under `out`; returns the model directories.
-
-    The TensorFlow model needs the `tensorflow` extra and its ONNX export for Triton the
-    `triton` extra; without them they are skipped with a warning.
-    """
-    built = [build_iris(out)]
-    if not tensorflow_available():
-        log.warning("tensorflow is not installed: skipping %s and the Triton repository "
-                    "(pip install '.[tensorflow,triton]')", DIGITS_TF)
-        return built
-    built.append(build_digits_tf(out))
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError:
-        log.warning("tf2onnx/onnxruntime are not installed: skipping the Triton repository "
-                    "(pip install '.[triton]')")
-        return built
-    from servers.triton.demo import build_digits_onnx
-
-    built.append(build_digits_onnx(out))
-    return built
+def build(out: Path) -> Path:
+    """The demo builder's entry: `build_digits_tf`."""
+    return build_digits_tf(out)

@@ -50,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from servers.demo_models import DIGITS_METADATA, DIGITS_TF, IRIS_FEATURES
+import servers.triton
+from demos.digits import DIGITS_METADATA, DIGITS_TF
+from demos.iris import IRIS_FEATURES
 from servers.triton.repository import TensorConfig, model_config
 
 __all__ = [
@@ -70,6 +72,9 @@ __all__ = [
 
 log = logging.getLogger("modelserve.models")
 
+BUILD_ORDER = 20
+REQUIRES = ("tensorflow", "tf2onnx", "onnxruntime")
+
 TRITON_REPOSITORY = "triton"
 TRITON_GPU_REPOSITORY = "triton-gpu"
 # One model per service that serves it (see above); the first is the plain Triton service's.
@@ -79,7 +84,8 @@ DIGITS_INPUT = "images"
 ONNX_FILE = "model.onnx"
 OPSET = 17  # what TensorRT 10 and Triton 24.x's ONNX Runtime both take
 MAX_BATCH_SIZE = 64
-_PYTHON_MODEL = Path(__file__).with_name("onnx_model.py")
+# The python-backend model Triton runs (it ships with the Triton backend, in servers/).
+_PYTHON_MODEL = Path(servers.triton.__file__).with_name("onnx_model.py")
 _ONNX_FILE_PARAMETER = 'parameters { key: "onnx_file" value: { string_value: "model.onnx" } }'
 
 _INPUTS = [TensorConfig(DIGITS_INPUT, "TYPE_FP32", [8, 8])]
@@ -228,7 +234,7 @@ def build_digits_onnx(out: Path) -> Path:
     returns the CPU repository."""
     saved_model = out / DIGITS_TF / "1"
     if not (saved_model / "saved_model.pb").is_file():
-        from servers.demo_models import build_digits_tf
+        from demos.digits import build_digits_tf
 
         build_digits_tf(out)
     cpu = out / TRITON_REPOSITORY
@@ -314,7 +320,7 @@ def add_iris_onnx(out: Path) -> Path:
     and `out/triton-gpu/` as `iris-classifier`; returns the CPU model directory."""
     model_file = out / "iris" / "model.joblib"
     if not model_file.is_file():
-        from servers.demo_models import build_iris
+        from demos.iris import build_iris
 
         build_iris(out)
     cpu = out / TRITON_REPOSITORY / IRIS_MODEL
@@ -338,3 +344,9 @@ def add_iris_onnx(out: Path) -> Path:
         )
     )
     return cpu
+
+
+def build(out: Path) -> Path:
+    """The demo builder's entry: `build_digits_onnx` (with the iris model when skl2onnx is
+    installed)."""
+    return build_digits_onnx(out)
