@@ -3,6 +3,9 @@
 #   docker build --target tensorflow   -t ghcr.io/modelserve/tensorflow:0.1.0 .
 #   docker build --target transformers -t ghcr.io/modelserve/transformers:0.1.0 .
 #   docker build --target gateway      -t ghcr.io/modelserve/gateway:0.1.0 .
+# Any backend of the registry (servers/<name>/backend.py), with the extra it declares:
+#   docker build --target backend      -t ghcr.io/modelserve/xgboost:0.1.0 . --build-arg BACKEND=xgboost
+#   docker build --target backend      -t ghcr.io/modelserve/lightgbm:0.1.0 . --build-arg BACKEND=lightgbm
 # The manifests in inferenceservices/ run `python -m servers.<backend>` in the servers image.
 #   docker run -p 8080:8080 -v $PWD/models/iris:/mnt/models ghcr.io/modelserve/servers:0.1.0
 
@@ -51,6 +54,22 @@ COPY --chown=1000 inferenceservices /app/inferenceservices
 # The services this image can run itself (no TensorFlow, no tritonserver here).
 CMD ["modelserve", "up", "/app/inferenceservices/sklearn-iris.yaml", \
      "/app/inferenceservices/iris-classifier.yaml", "--host", "0.0.0.0", "--models-dir", "/mnt/models"]
+
+# The registry names the backend's extra (`python -m servers.backends extra NAME`) and starts
+# its entry point (`python -m servers.backends run`, by $MODELSERVE_BACKEND): a new backend
+# needs no new target here.
+FROM builder AS builder-backend
+ARG BACKEND=sklearn
+RUN EXTRA="$(/opt/venv/bin/python -m servers.backends extra "$BACKEND")" \
+ && if [ -n "$EXTRA" ]; then \
+      /opt/venv/bin/uv pip install --python /opt/venv/bin/python ".[$EXTRA]"; fi
+
+FROM base AS backend
+ARG BACKEND=sklearn
+ENV MODELSERVE_BACKEND=$BACKEND
+COPY --from=builder-backend /opt/venv /opt/venv
+USER 1000
+CMD ["python", "-m", "servers.backends", "run"]
 
 # Last, so a plain `docker build .` gives the predictor image the manifests name.
 FROM runtime AS sklearn
