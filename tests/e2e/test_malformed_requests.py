@@ -33,7 +33,8 @@ from tests.e2e.conftest import Platform
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ["sklearn-iris", "iris-classifier", "digits-classifier", "tf-digits", "triton-digits"]
+SERVICES = ["sklearn-iris", "iris-classifier", "digits-classifier", "tf-digits", "triton-digits",
+            "xgboost-iris", "lightgbm-iris"]
 JSON = {"content-type": "application/json"}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -197,10 +198,11 @@ KINDS: dict[str, Callable[[Service], Request]] = {
 # (What tritonserver mishandles, a shape far past its data, batch sizes of 2**32, NaN,
 # Infinity, a byte order mark, non-UTF-8 names, the gateway refuses before forwarding:
 # gateway/dataplane/backend_errors.py `v2_request_problem`.)
-# Except one kind on purpose: the scikit-learn server and the image transformer take their
-# one input under any name, as KServe's sklearn server and MLServer's NumpyRequestCodec do,
+# Except one kind on purpose: the tabular predictors (scikit-learn, XGBoost, LightGBM) and the
+# image transformer take their one input under any name, as KServe's sklearn server and
+# MLServer's NumpyRequestCodec do,
 # so clients written for those keep working; a renamed input is answered, not refused.
-ANY_NAME = {"sklearn-iris", "digits-classifier"}
+ANY_NAME = {"sklearn-iris", "xgboost-iris", "lightgbm-iris", "digits-classifier"}
 
 CASES = [
     pytest.param(name, kind, id=f"{name}-{kind}")
