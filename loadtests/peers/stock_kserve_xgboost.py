@@ -1,0 +1,68 @@
+"""Stock KServe: the XGBoost booster the way KServe's own xgbserver serves it.
+
+An `xgboost.Booster` loaded from the model directory with `nthread` set (the ServingRuntime
+passes `--nthread=1`); a synchronous `kserve.Model.predict` on the event loop that takes the
+rows with KServe's `get_predict_input`, wraps them in an `xgb.DMatrix` (named with the
+booster's feature names, which xgbserver leaves out: see `predict`) and answers
+`booster.predict(dmatrix)` (for a softprob booster, the class probabilities) with
+`get_predict_response`; KServe's routes, logging left at KServe's defaults. The same
+`model.json` that `servers.xgboost` serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import kserve
+import xgboost as xgb
+from kserve.model_server import parser as kserve_parser
+from kserve.utils.utils import get_predict_input, get_predict_response
+
+MODEL_FILES = ("model.json", "model.ubj", "model.bst")  # metadata.json beside it is not one
+
+
+class StockXGBoostModel(kserve.Model):
+    """KServe's xgbserver model, reduced to what the benchmark exercises."""
+
+    def __init__(self, name: str, model_dir: str, nthread: int) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.nthread = nthread
+        self._booster: Any = None
+
+    def load(self) -> bool:
+        files = [p for p in map(Path(self.model_dir).joinpath, MODEL_FILES) if p.is_file()]
+        if len(files) != 1:
+            raise RuntimeError(f"want one booster file in {self.model_dir}, found {files}")
+        self._booster = xgb.Booster(params={"nthread": self.nthread}, model_file=str(files[0]))
+        self.ready = True
+        return self.ready
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        instances = get_predict_input(payload)
+        # The demo booster carries feature names, and a DMatrix without them is refused
+        # ("data did not contain feature names"): xgbserver as it is cannot serve it, so the
+        # matrix gets the booster's names (free: no copy, no check per row).
+        matrix = xgb.DMatrix(
+            instances, nthread=self.nthread, feature_names=self._booster.feature_names
+        )
+        result = self._booster.predict(matrix)
+        return get_predict_response(payload, result, self.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(parents=[kserve_parser])
+    parser.add_argument("--model_dir", default="/mnt/models")
+    parser.add_argument("--nthread", type=int, default=1)
+    args, _ = parser.parse_known_args()
+    model = StockXGBoostModel(args.model_name, args.model_dir, args.nthread)
+    model.load()
+    kserve.ModelServer(
+        http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers
+    ).start([model])
+
+
+if __name__ == "__main__":
+    main()
