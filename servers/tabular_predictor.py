@@ -23,7 +23,7 @@ from servers.model import TensorModel, TensorOutputs, off_loop
 from servers.protocol import v1
 from servers.protocol.tensors import datatype_of
 
-__all__ = ["METHODS", "FittedModel", "Method", "TabularPredictor"]
+__all__ = ["METHODS", "BoosterPredictor", "FittedModel", "Method", "TabularPredictor"]
 
 METHODS = ("predict", "predict_proba")
 Method = Callable[[np.ndarray], np.ndarray]
@@ -213,6 +213,27 @@ class TabularPredictor(TensorModel):
             width = len(classes) if classes is not None else -1
             outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, width]})
         return outputs
+
+
+class BoosterPredictor(TabularPredictor):
+    """A gradient-boosted trees predictor (XGBoost, LightGBM): threads per prediction, and
+    NaN (the boosters' missing value) let through only when `allow_missing`."""
+
+    NAN_HINT = " (start the server with --allow_missing to take NaN as a missing value)"
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        method: str = "predict",
+        batching: BatchSettings | None = None,
+        *,
+        nthread: int = 1,
+        allow_missing: bool = False,
+    ) -> None:
+        super().__init__(name, model_dir, method, batching)
+        self.nthread = nthread
+        self.allow_missing = allow_missing
 
 
 def _on_matrix(fn: Method) -> Callable[[Any], np.ndarray]:

@@ -15,16 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from servers.batching import BatchSettings
 from servers.lightgbm.backend import BACKEND
 from servers.storage import load_artifact
-from servers.tabular_predictor import FittedModel, Method, TabularPredictor
+from servers.tabular_predictor import BoosterPredictor, FittedModel, Method
 
 __all__ = ["LightGBMPredictor"]
 
 _CLASSIFIERS = ("multiclass", "multiclassova", "softmax", "ova", "binary")
 _DEFAULT_NAME = re.compile(r"Column_\d+")
-_NAN_HINT = " (start the server with --allow_missing to take NaN as a missing value)"
 
 
 def _load_booster(path: Path) -> Any:
@@ -33,22 +31,8 @@ def _load_booster(path: Path) -> Any:
     return lightgbm.Booster(model_file=str(path))
 
 
-class LightGBMPredictor(TabularPredictor):
+class LightGBMPredictor(BoosterPredictor):
     """Serves a Booster loaded from `model.txt` (LightGBM's data-only text format)."""
-
-    def __init__(
-        self,
-        name: str,
-        model_dir: str,
-        method: str = "predict",
-        batching: BatchSettings | None = None,
-        *,
-        nthread: int = 1,
-        allow_missing: bool = False,
-    ) -> None:
-        super().__init__(name, model_dir, method, batching)
-        self.nthread = nthread
-        self.allow_missing = allow_missing
 
     def load_model(self) -> FittedModel:
         artifact = load_artifact(self.model_dir, BACKEND, {"model.txt": _load_booster})
@@ -79,7 +63,7 @@ class LightGBMPredictor(TabularPredictor):
             feature_names=[str(n) for n in names] if len(names) == n_features else None,
             classes=classes,
             allow_nan=self.allow_missing,
-            nan_hint=_NAN_HINT,
+            nan_hint=self.NAN_HINT,
         )
 
 

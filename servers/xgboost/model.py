@@ -16,16 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from servers.batching import BatchSettings
 from servers.errors import ModelLoadError
 from servers.storage import load_artifact
-from servers.tabular_predictor import FittedModel, Method, TabularPredictor
+from servers.tabular_predictor import BoosterPredictor, FittedModel, Method
 from servers.xgboost.backend import BACKEND
 
 __all__ = ["XGBoostPredictor"]
 
 _PROBABILISTIC = ("multi:softprob", "binary:logistic")
-_NAN_HINT = " (start the server with --allow_missing to take NaN as a missing value)"
 
 
 def _load_booster(nthread: int, path: Path) -> Any:
@@ -37,22 +35,8 @@ def _load_booster(nthread: int, path: Path) -> Any:
     return booster
 
 
-class XGBoostPredictor(TabularPredictor):
+class XGBoostPredictor(BoosterPredictor):
     """Serves a Booster loaded from `model.json` / `model.ubj` (XGBoost's data-only formats)."""
-
-    def __init__(
-        self,
-        name: str,
-        model_dir: str,
-        method: str = "predict",
-        batching: BatchSettings | None = None,
-        *,
-        nthread: int = 1,
-        allow_missing: bool = False,
-    ) -> None:
-        super().__init__(name, model_dir, method, batching)
-        self.nthread = nthread
-        self.allow_missing = allow_missing
 
     def load_model(self) -> FittedModel:
         artifact = load_artifact(
@@ -94,7 +78,7 @@ class XGBoostPredictor(TabularPredictor):
             feature_names=[str(n) for n in names] if names else None,
             classes=classes,
             allow_nan=self.allow_missing,
-            nan_hint=_NAN_HINT,
+            nan_hint=self.NAN_HINT,
         )
 
 
