@@ -26,6 +26,7 @@ from kserve.protocol.rest.server import RESTServer
 
 from servers.grpc_extensions import triton_extensions_service
 from servers.grpc_servicer import InferenceServicer
+from servers.payload_logger import PayloadLogger, PayloadLoggerSettings
 from servers.rest import install_routes
 
 __all__ = ["GrpcService", "ModelServer", "freeze_startup_heap"]
@@ -39,13 +40,18 @@ class _RESTServer(RESTServer):
 
     max_body_bytes: int
     log_requests: bool
+    # The process's payload logger; None in a `--workers N` worker, which builds its own.
+    payload_logger: PayloadLogger | None = None
 
     def create_application(self) -> None:
         if not self.log_requests:
             # Two log lines per request cost more than a small model's predict.
             for name in ("kserve.trace", "uvicorn.access"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-        install_routes(kserve_model_server.app, self.dataplane, self.max_body_bytes)
+        payload_logger = self.payload_logger or payload_logger_from_env()
+        install_routes(
+            kserve_model_server.app, self.dataplane, self.max_body_bytes, payload_logger
+        )
         super().create_application()
         freeze_startup_heap()
 
@@ -72,10 +78,12 @@ class _GRPCServer(GRPCServer):
         options: Sequence[tuple[str, int]],
         services: Sequence[GrpcService],
         log_requests: bool = False,
+        payload_logger: PayloadLogger | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._log_requests = log_requests
+        self._payload_logger = payload_logger
         self._address = address
         self._options = list(options)
         self._services = services
@@ -90,7 +98,12 @@ class _GRPCServer(GRPCServer):
             options=self._options,
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._data_plane, self._model_repository_extension), self._server
+            InferenceServicer(
+                self._data_plane,
+                self._model_repository_extension,
+                payload_logger=self._payload_logger,
+            ),
+            self._server,
         )
         triton_extensions_service(self._data_plane)(self._server)  # not in KServe's proto
         for add_service in self._services:
@@ -98,6 +111,12 @@ class _GRPCServer(GRPCServer):
         self._server.add_insecure_port(_listen_address(self._address, self._port))
         await self._server.start()
         await self._server.wait_for_termination()
+
+
+def payload_logger_from_env() -> PayloadLogger | None:
+    """The payload logger the control plane configured (`servers.payload_logger`), if any."""
+    settings = PayloadLoggerSettings.from_env()
+    return PayloadLogger(settings) if settings is not None else None
 
 
 def _listen_address(host: str, port: int) -> str:
@@ -126,6 +145,7 @@ class ModelServer(kserve.ModelServer):
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
         self.grpc_services = grpc_services
+        self.payload_logger = payload_logger_from_env()
 
     def _configure(self, rest: _RESTServer) -> None:
         rest.config.host = self.bind_address  # read when the socket is bound, after this
@@ -161,6 +181,7 @@ class ModelServer(kserve.ModelServer):
         else:
             self._rest_server = _RESTServer(*args, **self._rest_kwargs())
             self._configure(self._rest_server)
+            self._rest_server.payload_logger = self.payload_logger
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             self._grpc_server = _GRPCServer(
@@ -173,6 +194,7 @@ class ModelServer(kserve.ModelServer):
                 options=self.grpc_options,
                 services=self.grpc_services,
                 log_requests=self.log_requests,
+                payload_logger=self.payload_logger,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()

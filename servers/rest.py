@@ -42,6 +42,7 @@ from servers.errors import (
     error_body,
 )
 from servers.model_config import derive_config
+from servers.payload_logger import PayloadLogger, PayloadLoggingMiddleware
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import HEADER_LENGTH, encode_rest_response, parse_rest_request
 from servers.versions import check_version, model_metadata, model_ready, model_statistics
@@ -172,8 +173,14 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready: nobody to answer."""
 
 
-def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> None:
-    """Add the inference routes, error handlers and body limit to KServe's app."""
+def install_routes(
+    app: FastAPI,
+    dataplane: DataPlane,
+    max_body_bytes: int,
+    payload_logger: PayloadLogger | None = None,
+) -> None:
+    """Add the inference routes, error handlers and body limit to KServe's app, and the payload
+    logger's middleware when one is set (inside the body limit: it never buffers more)."""
 
     async def v2_infer(request: Request) -> Response:
         name = request.path_params["model_name"]
@@ -239,6 +246,8 @@ def install_routes(app: FastAPI, dataplane: DataPlane, max_body_bytes: int) -> N
     app.add_exception_handler(ModelServeError, handle_error)
     app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_exception_handler(ClientGone, handle_gone)
+    if payload_logger is not None:
+        app.add_middleware(PayloadLoggingMiddleware, logger=payload_logger)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 
 

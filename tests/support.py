@@ -65,10 +65,15 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
 
 @contextmanager
 def run_server(
-    module: str, args: list[str], log_dir: Path, host: str = "127.0.0.1"
+    module: str,
+    args: list[str],
+    log_dir: Path,
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """Start `python -m module args` on free ports and stop it afterwards; `host` is where it
-    is reached (a server told to bind another loopback address, e.g. 127.0.0.2)."""
+    is reached (a server told to bind another loopback address, e.g. 127.0.0.2); `env` adds
+    to the environment."""
     http_port, grpc_port = free_port(), free_port()
     log = log_dir / f"{module.replace('.', '_')}_{http_port}.log"
     command = [
@@ -85,7 +90,7 @@ def run_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     try:
         wait_ready(f"http://{host}:{http_port}/v2/health/ready", process, log)

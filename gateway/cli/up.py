@@ -271,6 +271,7 @@ def _policy(args: argparse.Namespace) -> LaunchPolicy:
         allowed_commands=allowed,
         allow_remote_storage=args.allow_remote_storage,
         trust_remote_pickles=args.trust_remote_pickles,
+        allowed_logger_hosts=tuple(host.lower() for host in args.allow_logger_host),
     )
 
 
@@ -320,6 +321,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         policy = _policy(args)
     except (ValueError, ValidationError) as exc:
         return _error(str(exc))
+    with argv_hidden():
+        from gateway.dataplane.tracing import GATEWAY_SERVICE_NAME
+        from servers.telemetry import TelemetryError, configure_tracing, shutdown_tracing
+    try:
+        configure_tracing(GATEWAY_SERVICE_NAME)  # off unless OTEL_EXPORTER_OTLP_* ask
+    except TelemetryError as exc:
+        return _error(str(exc))
     sockets: list[socket.socket] = []
     try:
         sockets.append(_bind(args.host, args.port, "--port"))
@@ -341,6 +349,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         for sock in sockets:
             sock.close()
+        shutdown_tracing()  # the gateway's last spans go out before `up` exits
 
 
 def add_up_parser(commands: argparse._SubParsersAction) -> None:
@@ -392,6 +401,13 @@ def add_up_parser(commands: argparse._SubParsersAction) -> None:
         "--trust-remote-pickles",
         action="store_true",
         help="let components load pickle formats (.joblib, .pkl) from remote storage",
+    )
+    up.add_argument(
+        "--allow-logger-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let payload loggers send events to HOST (repeatable; loopback is always allowed)",
     )
     _add_dashboard_flags(up)
     add_kube_flags(up)

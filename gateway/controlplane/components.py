@@ -24,6 +24,7 @@ from pathlib import Path
 from gateway.controlplane.manifests import ComponentName, ComponentSpec, InferenceService
 from gateway.controlplane.policy import REMOTE_SCHEMES, LaunchPolicy, PolicyRefused
 from gateway.controlplane.runtimes import RuntimeNotAvailable, container_for
+from servers.payload_logger import PayloadLoggerSettings
 
 __all__ = [
     "LaunchPlan",
@@ -94,6 +95,69 @@ class LaunchPlan:
     @property
     def ready_url(self) -> str:
         return f"{self.http_url}/v2/health/ready"
+
+
+# The logger's queue, per service (KServe's LoggerSpec has no such fields): annotation -> setting.
+LOGGER_ANNOTATIONS = {
+    "serving.modelserve.io/logger-queue-size": "queue_size",
+    "serving.modelserve.io/logger-overflow": "overflow",
+    "serving.modelserve.io/logger-workers": "workers",
+    "serving.modelserve.io/logger-retries": "max_retries",
+}
+
+
+def logger_env(
+    isvc: InferenceService,
+    component: ComponentName,
+    spec: ComponentSpec,
+    policy: LaunchPolicy,
+    source: str,
+    revision: str,
+    endpoint: str,
+) -> dict[str, str]:
+    """The environment that turns on a component's payload logger (none without `logger:`).
+
+    What KServe's controller passes its agent (`--log-url`, `--log-mode`, `--source-uri`,
+    `--inference-service`, `--namespace`, `--endpoint`, `--component`), as one setting; the URL
+    passes the launch policy first. `endpoint` is decided at launch (`canary` for a revision
+    started as a canary), as the agent's flag is."""
+    spec_logger = spec.logger
+    if spec_logger is None:
+        return {}
+    where = f"{isvc.name} {component}"
+    if not spec_logger.url:
+        raise PlanError(
+            f"{where}: logger.url is needed locally (in a cluster it defaults to the "
+            "namespace's Knative broker, which does not exist here)"
+        )
+    policy.check_logger_url(spec_logger.url, where)
+    annotations = isvc.metadata.annotations
+    tuning = {
+        setting: annotations[key] for key, setting in LOGGER_ANNOTATIONS.items()
+        if key in annotations
+    }
+    try:
+        settings = PayloadLoggerSettings.model_validate(
+            {
+                "url": spec_logger.url,
+                "mode": spec_logger.mode,
+                "inference_service": isvc.name,
+                "namespace": isvc.namespace,
+                "component": component,
+                "endpoint": endpoint,
+                "revision": revision,
+                "source": source,
+                "metadata_headers": tuple(spec_logger.metadataHeaders),
+                "annotations": {
+                    k: annotations[k] for k in spec_logger.metadataAnnotations if k in annotations
+                },
+                **tuning,
+            },
+            strict=False,  # the annotations are strings: "500" is a queue size
+        )
+    except ValueError as exc:
+        raise PlanError(f"{where}: logger: {exc}") from exc
+    return settings.to_env()
 
 
 def revision_name(service: str, component: str, number: int) -> str:
@@ -223,10 +287,12 @@ def plan_component(
     replica: int = 1,
     policy: LaunchPolicy | None = None,
     platform_env: dict[str, str] | None = None,
+    endpoint: str = "default",
 ) -> LaunchPlan:
-    """The launch plan of one component (of replica `replica` of revision `revision`); a
-    transformer needs its predictor's plan. `policy` defaults to the strict one over
-    `models_root`; PolicyRefused when it refuses the spec."""
+    """The launch plan of one component (of replica `replica` of revision `revision`, serving
+    as the `endpoint` `default` or `canary`); a transformer needs its predictor's plan.
+    `policy` defaults to the strict one over `models_root`; PolicyRefused when it refuses the
+    spec."""
     policy = policy or LaunchPolicy(models_roots=(models_root,))
     where = f"{isvc.name} {component}"
     if spec.model is not None:
@@ -273,6 +339,10 @@ def plan_component(
     local_dir = None
     if model_dir is not None and "://" not in model_dir:
         local_dir = Path(model_dir)
+    logging_env = logger_env(
+        isvc, component, spec, policy, f"http://127.0.0.1:{http_port}/",
+        revision_name(isvc.name, component, revision), endpoint,
+    )
     return LaunchPlan(
         service=isvc.name,
         namespace=isvc.namespace,
@@ -283,6 +353,7 @@ def plan_component(
             **manifest_env,
             "PYTHONUNBUFFERED": "1",
             **policy.component_env(),
+            **logging_env,
             **(platform_env or {}),
         },
         http_port=http_port,
@@ -303,13 +374,19 @@ def plan_service(
     platform_env: dict[str, str] | None = None,
 ) -> list[LaunchPlan]:
     """Launch plans for every component of one replica of a service, predictor first (its
-    transformer calls this replica's predictor); see `plan_component`."""
+    transformer calls this replica's predictor); see `plan_component`. A revision after the
+    first, started while the spec asks for a canary split, is the `canary` endpoint."""
     plans: list[LaunchPlan] = []
     predictor: LaunchPlan | None = None
+    entry = isvc.spec.transformer or isvc.spec.predictor
+    percent = entry.canaryTrafficPercent
+    if percent is None:
+        percent = isvc.spec.predictor.canaryTrafficPercent
+    endpoint = "canary" if revision > 1 and percent is not None and percent < 100 else "default"
     for component, spec in isvc.components():
         plan = plan_component(
             isvc, component, spec, models_root, predictor, port, revision, replica,
-            policy, platform_env,
+            policy, platform_env, endpoint,
         )
         if component == "predictor":
             predictor = plan

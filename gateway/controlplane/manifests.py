@@ -84,6 +84,17 @@ class ModelSpec(_Model):
     resources: dict[str, Any] = Field(default_factory=dict)
 
 
+class LoggerSpec(_Model):
+    """A component's `logger:` block (KServe's LoggerSpec): send its requests and/or responses
+    as CloudEvents to `url` (see `servers.payload_logger`). `storage`, `marshallerUrl` and the
+    batch fields are KServe's cluster-side options: `runnable_problems` reports them."""
+
+    mode: Literal["all", "request", "response"] = "all"
+    url: str | None = None
+    metadataHeaders: list[str] = Field(default_factory=list)
+    metadataAnnotations: list[str] = Field(default_factory=list)
+
+
 class ComponentSpec(_Model):
     containers: list[Container] = Field(default_factory=list)
     model: ModelSpec | None = None
@@ -93,6 +104,7 @@ class ComponentSpec(_Model):
     containerConcurrency: int | None = Field(None, ge=0)
     timeout: int | None = Field(None, ge=0)
     canaryTrafficPercent: int | None = Field(None, ge=0, le=100)
+    logger: LoggerSpec | None = None
 
 
 class InferenceServiceSpec(_Model):
@@ -219,6 +231,23 @@ def parse_document(doc: Document) -> InferenceService | list[Problem]:
         ]
 
 
+# KServe's logger fields that need a cluster (object storage, a marshaller, batching).
+_CLUSTER_LOGGER_FIELDS = ("storage", "marshallerUrl", "batchSize", "batchInterval")
+
+
+def _logger_problems(logger: LoggerSpec | None, path: str, where: str) -> list[Problem]:
+    if logger is None:
+        return []
+    problems = [
+        Problem(where, f"{path}.{name}", "locally the logger only sends CloudEvents to `url`")
+        for name in _CLUSTER_LOGGER_FIELDS
+        if (logger.model_extra or {}).get(name) is not None
+    ]
+    if not logger.url:
+        problems.append(Problem(where, f"{path}.url", "a local logger needs its `url`"))
+    return problems
+
+
 def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
     """What stops `modelserve up` from running a (valid) InferenceService as local processes."""
     from gateway.controlplane.runtimes import RuntimeNotAvailable, resolve_runtime  # uses our types
@@ -226,6 +255,7 @@ def runnable_problems(isvc: InferenceService, where: str) -> list[Problem]:
     problems: list[Problem] = []
     for component, spec in isvc.components():
         path = f"spec.{component}"
+        problems += _logger_problems(spec.logger, f"{path}.logger", where)
         if spec.model is not None:
             if spec.containers:
                 problems.append(

@@ -19,19 +19,27 @@ runs processes as the user who started it, so the policy stands in for both:
   `s3`, `gs`, ...) only with `--allow-remote-storage`, and the component then refuses pickle
   formats (`.joblib`, `.pkl`) from them unless `--trust-remote-pickles`: skops is the safe
   format. A refused path gets the same answer, in the same words, whether it exists or not.
+- **Payload logging.** A component's `logger.url` receives every request and response it
+  logs: by default only a sink on this machine (a loopback address or `localhost`), over
+  http(s), without credentials in the URL; other hosts only when the operator names them
+  (`up --allow-logger-host HOST`). The logger's settings reach a component only from the
+  platform: a manifest's env may not set them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from servers.backends import code_running_suffixes, entry_points
+from servers.payload_logger import LOGGER_ENV
 
 __all__ = [
     "ENTRY_POINTS",
@@ -54,6 +62,8 @@ _CODE_ENV = re.compile(
     r"GCONV_PATH|MODELSERVE_TRUST_REMOTE_PICKLES)",
     re.IGNORECASE,
 )
+# Variables only the platform sets: a manifest setting them would pass the logger's URL policy by.
+_PLATFORM_ENV = frozenset({LOGGER_ENV})
 # Server flags that load a file as configuration (logging's dictConfig can call any callable).
 _CODE_FLAGS = frozenset({"--log_config_file", "--log-config-file"})
 
@@ -91,6 +101,9 @@ class LaunchPolicy(BaseModel):
     allowed_commands: tuple[tuple[str, ...], ...] = ()
     allow_remote_storage: bool = False
     trust_remote_pickles: bool = False
+    allowed_logger_hosts: tuple[str, ...] = Field(
+        (), description="hosts besides loopback that payload loggers may send events to"
+    )
 
     # --- launch --------------------------------------------------------------------------
 
@@ -109,7 +122,15 @@ class LaunchPolicy(BaseModel):
         )
 
     def check_env(self, names: Iterable[str], where: str) -> None:
-        """Refuse environment variables that change the code a component runs."""
+        """Refuse environment variables that change the code a component runs, and those only
+        the platform sets."""
+        names = list(names)
+        owned = sorted(set(names) & _PLATFORM_ENV)
+        if owned:
+            raise PolicyRefused(
+                f"{where}: environment variable(s) {', '.join(owned)} are the platform's to "
+                "set (use the component's `logger:` spec)"
+            )
         if self.allow_custom_containers:
             return
         bad = sorted(name for name in names if _CODE_ENV.fullmatch(name))
@@ -129,6 +150,27 @@ class LaunchPolicy(BaseModel):
             raise PolicyRefused(
                 f"{where}: flag(s) {', '.join(bad)} are refused by the launch policy (they load "
                 "a file as code or configuration); `--allow-custom-containers` allows them"
+            )
+
+    def check_logger_url(self, url: str, where: str) -> None:
+        """Refuse a payload logger URL that is not http(s) to loopback or an allowed host."""
+        shown = url[:200]
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise PolicyRefused(f"{where}: logger url {shown!r} is not a URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise PolicyRefused(f"{where}: logger url {shown!r}: only http(s) URLs are allowed")
+        if parsed.userinfo:
+            raise PolicyRefused(
+                f"{where}: logger url {shown!r} carries credentials: refused by the policy"
+            )
+        host = parsed.host.lower().rstrip(".")
+        if not _is_loopback(host) and host not in self.allowed_logger_hosts:
+            raise PolicyRefused(
+                f"{where}: logger url {shown!r} sends payloads to {host!r}, refused by the "
+                "policy: only this machine's sinks by default; the operator can allow a host "
+                "with `modelserve up --allow-logger-host HOST`"
             )
 
     # --- storage -------------------------------------------------------------------------
@@ -189,6 +231,15 @@ class LaunchPolicy(BaseModel):
             if any(real == root or real.is_relative_to(root) for root in allowed):
                 return str(real)
         raise refused
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_entry_point(command: list[str]) -> bool:
