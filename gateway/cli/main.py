@@ -5,7 +5,8 @@ Arguments are parsed in `main()` only. `predict` and `loadtest` talk to the data
 `--url` (default `$MODELSERVE_URL` or http://127.0.0.1:8080); `apply`, `delete` and, without
 `--kube`, `canary`, `promote`, `rollback` and `status` to the control plane at `--admin-url`
 (default `$MODELSERVE_ADMIN_URL` or http://127.0.0.1:8082) with an admin token found by
-themselves; with `--kube` the rollout commands go through the Kubernetes API.
+themselves; with `--kube` the rollout commands go through the Kubernetes API. `logsink` runs a
+sink for payload logging (`gateway.logsink`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from gateway.cli.logsink import add_logsink_parser
 from gateway.cli.up import DEFAULT_MANIFESTS, add_up_parser
 from gateway.controlplane.manifests import ManifestError
 from servers.kserve_argv import argv_hidden
@@ -372,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_loadtest(commands)
     _add_rollout(commands)
+    add_logsink_parser(commands)
     return parser
 
 
