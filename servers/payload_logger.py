@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,6 +84,9 @@ class PayloadLoggerSettings(BaseModel):
     metadata_headers: tuple[str, ...] = ()
     annotations: dict[str, str] = Field(default_factory=dict)
     queue_size: int = Field(1000, ge=1, le=1_000_000)
+    queue_bytes: int = Field(
+        64 * 2**20, ge=1024, description="payload bytes the queue may hold (a bound on memory)"
+    )
     overflow: Overflow = "drop"
     workers: int = Field(4, ge=1, le=64)
     max_retries: int = Field(3, ge=0, le=10)
@@ -177,8 +181,10 @@ def _short_type(event_type: str) -> str:
 class PayloadLogger:
     """The queue and its workers: `offer` or `put` events, `close` to drain and stop.
 
-    Workers start with the first event, in the running event loop (a REST worker's or the
-    gRPC server's), so building one costs nothing until it is used.
+    The queue is bounded twice, by events (`queue_size`) and by payload bytes (`queue_bytes`):
+    a count alone would let large payloads hold gigabytes. Workers start with the first event,
+    in the running event loop (a REST worker's or the gRPC server's), so building one costs
+    nothing until it is used.
     """
 
     def __init__(
@@ -187,23 +193,25 @@ class PayloadLogger:
         self.settings = settings
         self.metrics = metrics or PayloadLoggerMetrics()
         labels = (settings.inference_service, settings.component)
-        self._sent = {
-            t: self.metrics.events.labels(*labels, t, "sent") for t in ("request", "response")
-        }
-        self._dropped = {
-            t: self.metrics.events.labels(*labels, t, "dropped") for t in ("request", "response")
-        }
-        self._failed = {
-            t: self.metrics.events.labels(*labels, t, "failed") for t in ("request", "response")
-        }
+        kinds = ("request", "response")
+        self._sent = {t: self.metrics.events.labels(*labels, t, "sent") for t in kinds}
+        self._dropped = {t: self.metrics.events.labels(*labels, t, "dropped") for t in kinds}
+        self._failed = {t: self.metrics.events.labels(*labels, t, "failed") for t in kinds}
         self._retries = self.metrics.retries.labels(*labels)
         self._depth = self.metrics.queue_depth.labels(*labels)
         self._latency = self.metrics.send_seconds.labels(*labels)
-        self._queue: asyncio.Queue[LogEvent] | None = None
+        self._events: deque[LogEvent] = deque()
+        self._queued_bytes = 0
+        self._in_flight = 0
         self._client: httpx.AsyncClient | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closed = False
         self._static_headers = self._headers_of_every_event()
+        # Made with the workers, in their loop: a worker waits on `_arrived`, a `block`
+        # caller on `_room`, `close` on `_idle`.
+        self._arrived: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
 
     def _headers_of_every_event(self) -> dict[str, str]:
         s = self.settings
@@ -221,57 +229,91 @@ class PayloadLogger:
             headers["ce-annotations"] = orjson.dumps(s.annotations).decode()
         return headers
 
-    def _start(self) -> asyncio.Queue[LogEvent]:
-        queue: asyncio.Queue[LogEvent] = asyncio.Queue(self.settings.queue_size)
+    def _start(self) -> None:
         workers = self.settings.workers
+        self._arrived, self._room, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._client = httpx.AsyncClient(
             timeout=self.settings.timeout_s,
             limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-            trust_env=False,  # the sink is the spec's URL, never a proxy from the environment
+            trust_env=False,  # the sink is the URL the policy checked, never an env proxy
         )
-        self._workers = [asyncio.create_task(self._work(queue)) for _ in range(workers)]
-        self._queue = queue
-        return queue
+        self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
+
+    def _fits(self, event: LogEvent) -> bool:
+        return (
+            len(self._events) < self.settings.queue_size
+            and self._queued_bytes + len(event.data) <= self.settings.queue_bytes
+        )
+
+    def _enqueue(self, event: LogEvent) -> None:
+        if self._arrived is None:
+            self._start()
+        assert self._arrived is not None and self._idle is not None
+        self._events.append(event)
+        self._queued_bytes += len(event.data)
+        self._depth.set(len(self._events))
+        self._idle.clear()
+        self._arrived.set()
+
+    def _take(self) -> LogEvent:
+        event = self._events.popleft()
+        self._queued_bytes -= len(event.data)
+        self._depth.set(len(self._events))
+        if self._room is not None:
+            self._room.set()
+        return event
 
     def offer(self, event: LogEvent) -> None:
-        """Queue `event` without waiting: on a full queue, `drop` counts it as dropped and
-        `drop-oldest` drops the oldest waiting event instead (`block` drops too: use `put`)."""
-        if self._closed:
+        """Queue `event` without waiting. When the queue is full (by count or bytes), `drop`
+        counts the new event as dropped, `drop-oldest` drops waiting events to make room
+        (`block` drops too: use `put`)."""
+        if self._closed or len(event.data) > self.settings.queue_bytes:
             self._dropped[_short_type(event.type)].inc()
             return
-        queue = self._queue or self._start()
-        try:
-            queue.put_nowait(event)
-        except asyncio.QueueFull:
-            if self.settings.overflow != "drop-oldest":
-                self._dropped[_short_type(event.type)].inc()
-                return
-            oldest = queue.get_nowait()
-            queue.task_done()
-            self._dropped[_short_type(oldest.type)].inc()
-            queue.put_nowait(event)
-        self._depth.set(queue.qsize())
+        if self.settings.overflow == "drop-oldest":
+            while self._events and not self._fits(event):
+                self._dropped[_short_type(self._take().type)].inc()
+        if self._fits(event):
+            self._enqueue(event)
+        else:
+            self._dropped[_short_type(event.type)].inc()
 
     async def put(self, event: LogEvent) -> None:
-        """Queue `event`, waiting for room when the policy is `block`."""
-        if self.settings.overflow != "block" or self._closed:
+        """Queue `event`, waiting for room when the policy is `block` (an event larger than
+        the whole queue's bytes can never fit: it is dropped)."""
+        if (
+            self.settings.overflow != "block"
+            or self._closed
+            or len(event.data) > self.settings.queue_bytes
+        ):
             self.offer(event)
             return
-        queue = self._queue or self._start()
-        await queue.put(event)
-        self._depth.set(queue.qsize())
+        while not self._fits(event):
+            assert self._room is not None  # the queue is full: the workers have started
+            self._room.clear()
+            await self._room.wait()
+            if self._closed:
+                self.offer(event)  # counted as dropped
+                return
+        self._enqueue(event)
 
-    async def _work(self, queue: asyncio.Queue[LogEvent]) -> None:
+    async def _work(self) -> None:
+        assert self._arrived is not None and self._idle is not None
         while True:
-            event = await queue.get()
-            self._depth.set(queue.qsize())
+            while not self._events:
+                self._arrived.clear()
+                await self._arrived.wait()
+            event = self._take()
+            self._in_flight += 1
             try:
                 await self._deliver(event)
             except Exception:  # a bug here must not kill the worker: count it and go on
                 log.exception("payload logger: could not send event %s", event.id)
                 self._failed[_short_type(event.type)].inc()
             finally:
-                queue.task_done()
+                self._in_flight -= 1
+                if not self._events and not self._in_flight:
+                    self._idle.set()
 
     def _event_headers(self, event: LogEvent) -> dict[str, str]:
         headers = {
@@ -315,16 +357,16 @@ class PayloadLogger:
         log.warning("payload logger: event %s (%s) not delivered: %s", event.id, kind, problem)
 
     async def close(self) -> None:
-        """Stop taking events, send what is queued for up to `drain_s`, then stop the workers."""
+        """Stop taking events, send what is queued for up to `drain_s`, then stop the workers
+        (what the drain could not send is counted as dropped)."""
         self._closed = True
-        queue = self._queue
-        if queue is not None:
+        if self._idle is not None and (self._events or self._in_flight):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(queue.join(), self.settings.drain_s)
-            while not queue.empty():  # what the drain could not send is lost: say so
-                self._dropped[_short_type(queue.get_nowait().type)].inc()
-                queue.task_done()
-            self._depth.set(0)
+                await asyncio.wait_for(self._idle.wait(), self.settings.drain_s)
+        while self._events:
+            self._dropped[_short_type(self._take().type)].inc()
+        if self._room is not None:
+            self._room.set()  # `block` callers still waiting drop their events
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -332,7 +374,6 @@ class PayloadLogger:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        self._queue = None
 
 
 def is_inference_path(path: str) -> bool:

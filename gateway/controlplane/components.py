@@ -100,6 +100,7 @@ class LaunchPlan:
 # The logger's queue, per service (KServe's LoggerSpec has no such fields): annotation -> setting.
 LOGGER_ANNOTATIONS = {
     "serving.modelserve.io/logger-queue-size": "queue_size",
+    "serving.modelserve.io/logger-queue-bytes": "queue_bytes",
     "serving.modelserve.io/logger-overflow": "overflow",
     "serving.modelserve.io/logger-workers": "workers",
     "serving.modelserve.io/logger-retries": "max_retries",

@@ -238,6 +238,36 @@ def test_drop_oldest_keeps_the_newest_events() -> None:
         asyncio.run(scenario(sink))
 
 
+def test_the_queue_is_bounded_by_payload_bytes_too() -> None:
+    async def scenario(sink: RecordingSink) -> None:
+        settings = _settings(sink.url, queue_bytes=2048, workers=1, overflow="block")
+        registry = CollectorRegistry()
+        logger = PayloadLogger(settings, PayloadLoggerMetrics(registry))
+        big = LogEvent("big", REQUEST_TYPE, b"x" * 4096, "application/json", "{}", "t")
+        await logger.put(big)  # larger than the whole queue: never fits, even when blocking
+        logger.offer(_event(1))
+        await asyncio.sleep(0.2)  # event 1 in flight, held by the sink
+        first = LogEvent("a", REQUEST_TYPE, b"y" * 1500, "application/json", "{}", "t")
+        second = LogEvent("b", REQUEST_TYPE, b"z" * 1500, "application/json", "{}", "t")
+        await logger.put(first)
+        waiting = asyncio.ensure_future(logger.put(second))  # 3000 bytes > 2048: waits
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        sink.released.set()
+        await asyncio.wait_for(waiting, 30)
+        await logger.close()
+        dropped = registry.get_sample_value(
+            "modelserve_payload_logger_events_total",
+            {"inference_service": "sklearn-iris", "component": "predictor",
+             "type": "request", "result": "dropped"},
+        )
+        assert dropped == 1
+        assert sorted(e.attributes["id"] for e in sink.events) == ["1", "a", "b"]
+
+    with recording_sink(stalled=True) as sink:
+        asyncio.run(scenario(sink))
+
+
 def test_settings_come_from_one_variable_and_refuse_what_is_not_http() -> None:
     settings = _settings("http://127.0.0.1:9/")
     assert PayloadLoggerSettings.from_env(settings.to_env()) == settings
