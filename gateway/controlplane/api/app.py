@@ -6,7 +6,8 @@
   `DELETE /v1/services/{name}` (`kubectl delete`).
 - `POST /v1/services/{name}/try?protocol=v1|v2`: the dashboard's "try it" panel; the body is
   sent to the data plane's own listener as a prediction, the answer returned as it came.
-- `/ui` and the dashboard's JSON API (`gateway.controlplane.api.dashboard`).
+- `/ui` and the dashboard's JSON API (`gateway.controlplane.api.dashboard`), with
+  `GET /v1/services/{name}/logged`: the last events its payload logger sent to its sink.
 - Triton's repository extension: `POST /v2/repository/index`, `.../models/{name}/load` and
   `/unload` mapped onto the platform (`gateway.controlplane.api.repository`).
 
@@ -29,6 +30,7 @@ from starlette.responses import Response
 
 from gateway.bodies import read_body
 from gateway.controlplane.api.dashboard import MetricsHistory, add_dashboard_routes
+from gateway.controlplane.api.dashboard.logged import LoggedReader, add_logged_routes
 from gateway.controlplane.api.documents import parse_document_async
 from gateway.controlplane.api.guard import AdminGuard
 from gateway.controlplane.api.repository import add_repository_routes
@@ -234,16 +236,19 @@ def create_admin_app(
     dashboard = dashboard or DashboardSettings()
     history = MetricsHistory.from_settings(metrics.registry, dashboard)
     routes = _RolloutRoutes(table, rollouts, settings, inference_url, inference_key)
+    logged = LoggedReader()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         routes.client = httpx.AsyncClient(timeout=TRY_TIMEOUT_S, trust_env=False)
+        logged.open()
         history.start()
         try:
             yield
         finally:
             await history.stop()
             await routes.client.aclose()
+            await logged.aclose()
 
     app = FastAPI(
         title="modelserve control plane",
@@ -255,5 +260,6 @@ def create_admin_app(
     routes.add_to(app)
     add_repository_routes(app, table, rollouts, settings.max_body_bytes)
     add_dashboard_routes(app, table, history, dashboard)
+    add_logged_routes(app, table, logged)
     _add_error_handlers(app)
     return AdminGuard(app, tokens, settings.allowed_hosts)

@@ -1,8 +1,10 @@
 // The modelserve dashboard. Plain JavaScript, no framework, nothing fetched but the control
 // plane's own API: /v1/services (the InferenceService documents, and the rollout PATCHes the
 // CLI sends), /v1/metrics and /v1/services/NAME/metrics (numbers computed by the gateway),
-// /v1/slo, /v1/services/NAME/example and /v1/services/NAME/try (a prediction, sent by the
-// control plane to the data plane). Every number shown comes from those answers.
+// /v1/slo, /v1/services/NAME/example, /v1/services/NAME/try (a prediction, sent by the
+// control plane to the data plane) and /v1/services/NAME/logged (the payload logger's last
+// events, read by the control plane from the log sink). Every number shown comes from those
+// answers; every string, payloads above all, is shown as text, never parsed as HTML.
 // The admin token comes from the URL's fragment (/ui#token=..., printed by `modelserve up`;
 // a fragment is never sent to a server), is kept in this tab (sessionStorage) and sent in the
 // Authorization header, never in a cookie: a foreign page cannot make the browser send it.
@@ -316,6 +318,8 @@
       $("try-path").textContent = "";
       $("try-example-message").textContent = "Loading the example…";
       $("canary-message").textContent = "";
+      $("logged-body").replaceChildren();
+      $("logged-message").textContent = "";
       history.replaceState(null, "", `#service=${encodeURIComponent(name)}`);
       loadExample(null);
     }
@@ -665,6 +669,57 @@
     });
   }
 
+  // --- logged requests -------------------------------------------------------------------
+
+  function hasLogger(doc) {
+    const spec = (doc && doc.spec) || {};
+    return ["predictor", "transformer"].some((c) => spec[c] && spec[c].logger && spec[c].logger.url);
+  }
+
+  function shortTime(text) {
+    const when = text ? new Date(text) : null;
+    return when && !Number.isNaN(when.getTime()) ? when.toLocaleTimeString() : (text || "—");
+  }
+
+  function loggedRow(event) {
+    const kind = event.kind === "request" || event.kind === "response"
+      ? badge(event.kind, event.kind === "request" ? "muted" : event.statuscode && event.statuscode !== "200" ? "bad" : "ok")
+      : el("code", { text: event.kind });
+    return el("tr", { "data-testid": "logged-row", "data-id": event.id },
+      el("td", { title: event.time || "", text: shortTime(event.time) }),
+      el("td", {}, kind, event.statuscode ? el("span", { class: "subtle", text: ` ${event.statuscode}` }) : null),
+      el("td", { text: `${event.component || "—"}${event.endpoint && event.endpoint !== "default" ? ` (${event.endpoint})` : ""}` }),
+      el("td", {}, el("code", { title: event.id, text: event.id.length > 14 ? `${event.id.slice(0, 13)}…` : event.id })),
+      el("td", {}, el("code", { class: "preview", "data-testid": "logged-preview", text: event.preview })));
+  }
+
+  function renderLogged(view) {
+    const body = $("logged-body");
+    const message = $("logged-message");
+    body.replaceChildren(...view.events.map(loggedRow));
+    $("logged-table").hidden = !view.events.length;
+    const parts = view.sinks.map((sink) => (sink.ok
+      ? `${sink.events} event(s) from ${sink.url} (${sink.components.join(", ")}).`
+      : `${sink.components.join(", ")}: ${sink.error}`));
+    if (!view.events.length && view.sinks.every((s) => s.ok)) parts.push("Nothing logged yet.");
+    message.className = view.sinks.some((s) => !s.ok) ? "bad-text" : "subtle";
+    message.textContent = parts.join(" ");
+  }
+
+  async function refreshLogged(name) {
+    const card = $("logged");
+    card.hidden = !hasLogger(selectedDoc());
+    if (card.hidden) return;
+    try {
+      const result = await api(`/v1/services/${encodeURIComponent(name)}/logged?limit=10`);
+      if (name !== state.selected) return;
+      if (result.ok) renderLogged(result.body);
+      else $("logged-message").textContent = `Cannot read the logged requests: ${errorText(result)}`;
+    } catch (error) {
+      if (!(error instanceof AuthNeeded)) $("logged-message").textContent = `Cannot read the logged requests: ${error}`;
+    }
+  }
+
   // --- polling ---------------------------------------------------------------------------
 
   function windowS() {
@@ -681,6 +736,7 @@
     } catch (error) {
       if (!(error instanceof AuthNeeded)) throw error;
     }
+    await refreshLogged(name);
   }
 
   async function poll() {
