@@ -10,6 +10,8 @@ bounded: beyond `max_queue` waiting requests, new ones get 503.
 
 For the statistics extension each request's wait is its `queue` time and its batch's call its
 `compute_infer`; the call is one execution of its batch size, counted once for all its requests.
+While traces are on, each request has a `batch` span from its arrival in the queue to its
+answer (`servers/tracing.py`), saying the rows and requests of the call it joined.
 
 Rows are one array, or several named arrays that share dimension 0 (a TensorFlow signature's
 inputs and outputs); either way a batch is their concatenation along dimension 0.
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
+from opentelemetry.trace import Span
 
 from servers.errors import ModelServeError, NotReady
 from servers.statistics import RequestTiming, current_timing
+from servers.tracing import start_batch_span
 
 __all__ = ["AdaptiveBatcher", "BatchSettings", "QueueFull", "Rows"]
 
@@ -79,6 +83,7 @@ class _Pending:
     future: asyncio.Future[Rows]
     timing: RequestTiming | None
     submitted_ns: int
+    span: Span | None = None  # the request's `batch` span, while traces are on
 
 
 RowFunction = Callable[[Rows], Rows]
@@ -106,11 +111,17 @@ class AdaptiveBatcher:
         timing = current_timing()
         if timing is not None:
             timing.batched = True  # its executions are counted here, per batch
-        self._queue.append(_Pending(rows, future, timing, time.perf_counter_ns()))
+        span = start_batch_span(_count(rows))
+        self._queue.append(_Pending(rows, future, timing, time.perf_counter_ns(), span))
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name="adaptive batcher")
-        return await future
+        if span is None:
+            return await future
+        try:
+            return await future
+        finally:
+            span.end()
 
     async def _run(self) -> None:
         while self._queue:
@@ -172,6 +183,11 @@ class AdaptiveBatcher:
         infer_ns = time.perf_counter_ns() - started
         counted = False
         for pending in batch:
+            if pending.span is not None:  # what this request joined (the last call, if retried)
+                pending.span.set_attributes(
+                    {"modelserve.batch.size": _count(rows), "modelserve.batch.requests": len(batch)}
+                )
+                pending.span.add_event("executed", {"modelserve.batch.infer_ns": infer_ns})
             timing = pending.timing
             if timing is None:
                 continue

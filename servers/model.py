@@ -23,6 +23,8 @@ from kserve.protocol.infer_type import InferRequest, InferResponse, to_http_para
 from servers.protocol.v1 import parse_json_body
 from servers.protocol.v2 import decode_inputs, make_response
 from servers.statistics import ModelStatistics, current_timing, phase
+from servers.telemetry import TRACING
+from servers.tracing import instrument_model, instrumented_attributes
 
 __all__ = ["SINGLE_VERSION", "ServedModel", "TensorModel", "TensorOutputs", "off_loop"]
 
@@ -74,9 +76,20 @@ class ServedModel(kserve.Model):
         headers: dict[str, str] | None = None,
         verb: InferenceVerb = InferenceVerb.PREDICT,
     ) -> InferReturnType:
-        """KServe's preprocess, predict, postprocess, counted as one inference request."""
+        """KServe's preprocess, predict, postprocess, counted as one inference request (and
+        each in its span while traces are on: `servers/tracing.py`)."""
+        if TRACING.tracer is not None:
+            instrument_model(self)  # once, in the process that serves
         with self.statistics.request():
             return await super().__call__(body, headers, verb)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # KServe's `--workers N` spawns its workers with a pickle of the models: the span
+        # wrappers are this process's (closures, which do not pickle), never part of it.
+        state = dict(self.__dict__)
+        for name in instrumented_attributes():
+            state.pop(name, None)
+        return state
 
     @property
     def versions(self) -> tuple[str, ...]:

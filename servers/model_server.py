@@ -28,6 +28,7 @@ from servers.grpc_extensions import triton_extensions_service
 from servers.grpc_servicer import InferenceServicer
 from servers.payload_logger import PayloadLogger, PayloadLoggerSettings
 from servers.rest import install_routes
+from servers.tracing import grpc_interceptors, install_tracing
 
 __all__ = ["GrpcService", "ModelServer", "freeze_startup_heap"]
 
@@ -52,6 +53,7 @@ class _RESTServer(RESTServer):
         install_routes(
             kserve_model_server.app, self.dataplane, self.max_body_bytes, payload_logger
         )
+        install_tracing(kserve_model_server.app)  # outermost; nothing while traces are off
         super().create_application()
         freeze_startup_heap()
 
@@ -94,7 +96,9 @@ class _GRPCServer(GRPCServer):
         logging_interceptor = (LoggingInterceptor(),) if self._log_requests else ()
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(*logging_interceptor, ExceptionToStatusInterceptor()),
+            interceptors=(
+                *grpc_interceptors(), *logging_interceptor, ExceptionToStatusInterceptor()
+            ),
             options=self._options,
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

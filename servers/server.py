@@ -31,6 +31,7 @@ from servers.limits import (
 )
 from servers.model_server import GrpcService, ModelServer
 from servers.settings import bind_address, component_settings
+from servers.telemetry import TelemetryError, configure_tracing
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -177,7 +178,14 @@ def serve(
     """Build and load the models, then run the KServe ModelServer until stopped.
 
     `grpc_services`, given the loaded models, returns more gRPC services for the gRPC port.
+    Traces are configured first (`servers/telemetry.py`: off unless OTEL_* ask), named after
+    the model when OTEL_SERVICE_NAME does not name the process.
     """
+    try:
+        configure_tracing(args.model_name)
+    except TelemetryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         models = build()
         for model in models:

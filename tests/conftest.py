@@ -14,6 +14,7 @@ with argv_hidden():  # pytest's flags (--co, --timeout) are prefixes of kserve's
     import kserve  # noqa: F401
 
 from demos import build_all  # noqa: E402
+from tests.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.support import ServerProcess, run_server
 
 # What makes a test slow: a process it starts (a component, `modelserve up`, tritonserver,
@@ -41,6 +42,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = set(getattr(item, "fixturenames", ()))
         if module_is_slow[path] or fixtures & _SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def otlp() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP trace receiver on a free port (tests/otlp_receiver.py): point
+    OTEL_EXPORTER_OTLP_ENDPOINT at its `endpoint`, read its spans with `wait_for`."""
+    with otlp_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="session")

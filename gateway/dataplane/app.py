@@ -59,6 +59,12 @@ from gateway.dataplane.repository import (
 from gateway.dataplane.resolve import NO_REVISION, UNKNOWN_SERVICE, Attempt, dispatch, find_route
 from gateway.dataplane.serverinfo import server_metadata
 from gateway.dataplane.statistics import service_statistics
+from gateway.dataplane.tracing import (
+    REQUEST_ID_BYTES,
+    end_rest_span,
+    new_request_id,
+    start_rest_span,
+)
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -66,6 +72,7 @@ from servers.errors import (
     ModelServeError,
     error_body,
 )
+from servers.telemetry import TRACING
 
 __all__ = ["REVISION_HEADER", "create_app", "error_response"]
 
@@ -109,6 +116,7 @@ class _RequestHeaders:
     authorization: str | None = None
     api_key: str | None = None
     header_length: bytes | None = None  # Inference-Header-Content-Length (binary tensors)
+    request_id: bytes | None = None  # the client's x-request-id
     forwarded: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -176,6 +184,7 @@ class _RestDataPlane:
         self.metrics = metrics
         self.admission = admission
         self.forwarder: HttpForwarder | None = None  # set by the app's lifespan
+        self.tracer = TRACING.tracer  # None while traces are off (servers/telemetry.py)
 
     def endpoint(self, protocol: str, has_body: bool) -> Endpoint:
         """An endpoint forwarding to the service's backend, counted under `protocol` (for the
@@ -206,6 +215,16 @@ class _RestDataPlane:
     ) -> Response:
         start = perf_counter()
         found = _scan_headers(scope["headers"], has_body)
+        request_id = found.request_id
+        if request_id is None:  # gateway/dataplane/tracing.py: generated only when missing
+            request_id = new_request_id().encode()
+            found.forwarded.append((REQUEST_ID_BYTES, request_id))
+        span = None
+        if self.tracer is not None:
+            span = start_rest_span(
+                self.tracer, scope["method"], scope["path"], name, protocol, request_id,
+                found.forwarded,
+            )
         try:
             if self.admission.enabled:
                 _admit(self.admission, scope, found)
@@ -217,6 +236,9 @@ class _RestDataPlane:
                 UNKNOWN_SERVICE, NO_REVISION, protocol, str(failed.status_code),
                 perf_counter() - start,
             )
+            failed.raw_headers.append((REQUEST_ID_BYTES, request_id))
+            if span is not None:
+                end_rest_span(span, UNKNOWN_SERVICE, NO_REVISION, failed.status_code)
             return failed
         self.metrics.started(route.name)
         code = "499"  # stays so when the client goes away (the task is cancelled)
@@ -226,6 +248,7 @@ class _RestDataPlane:
                 scope, receive, route, tag, found, protocol, has_body, attempt
             )
             code = str(response.status_code)
+            response.raw_headers.append((REQUEST_ID_BYTES, request_id))
             return response
         except ClientDisconnect:
             raise
@@ -236,6 +259,8 @@ class _RestDataPlane:
             self.metrics.finished(
                 route.name, attempt.revision, protocol, code, perf_counter() - start
             )
+            if span is not None:
+                end_rest_span(span, route.name, attempt.revision, int(code))
 
     async def _forward(
         self,
@@ -314,6 +339,8 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
                 found.authorization = value.decode("latin-1")
             elif key == _HEADER_LENGTH:
                 found.header_length = value
+            elif key == REQUEST_ID_BYTES:
+                found.request_id = value
             forwarded.append((key, value))
         elif key == b"host":
             found.host = value.decode("latin-1")

@@ -12,7 +12,10 @@ statistics.py). The model-level calls are read only as far as the model name
 and details pass through unchanged; the gateway's own failures map from the shared error types
 in one place (`_abort`).
 Every call gets initial metadata `x-modelserve-revision`; an unknown model is NOT_FOUND in
-each protocol's words (TF Serving's `Servable not found for request: Latest(<name>)`).
+each protocol's words (TF Serving's `Servable not found for request: Latest(<name>)`). The
+forwarded calls (and each stream) also get back their `x-request-id`, the client's or one made
+here, which the component receives too; with traces on, each forwarded call has its span
+(gateway/dataplane/tracing.py).
 
 The model-level calls pass the gateway's `Admission` (API key in `authorization` or `x-api-key`
 metadata, rate limit) before routing, as REST requests do; the server-level calls are health
@@ -58,6 +61,13 @@ from gateway.dataplane.resolve import (
 )
 from gateway.dataplane.serverinfo import EXTENSIONS, SERVER_NAME, SERVER_VERSION
 from gateway.dataplane.statistics import service_statistics
+from gateway.dataplane.tracing import (
+    REQUEST_ID,
+    TRACE_METADATA,
+    end_grpc_span,
+    new_request_id,
+    start_grpc_span,
+)
 from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import (
@@ -70,6 +80,7 @@ from servers.errors import (
     status_for_http,
 )
 from servers.protocol.statistics_wire import encode_statistics_response
+from servers.telemetry import TRACING
 from servers.tensorflow.signatures import servable_not_found
 
 __all__ = ["SERVICE", "TFSERVING_SERVICE", "GrpcProxy"]
@@ -134,6 +145,7 @@ class GrpcProxy:
         self._http: HttpForwarder | None = None
         self._channels: dict[str, aio.Channel] = {}
         self._stubs: dict[tuple[str, str], aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        self.tracer = TRACING.tracer  # None while traces are off (servers/telemetry.py)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on `host:port` (0 picks a free port) and return the bound port."""
@@ -199,12 +211,16 @@ class GrpcProxy:
     ) -> AsyncIterator[bytes]:
         """`ModelStreamInfer`: each request admitted, routed and sent as a `ModelInfer`
         (gateway/dataplane/grpc_stream.py), answered in order."""
-        await context.send_initial_metadata(((REVISION_KEY, NO_REVISION),))
+        request_id = _request_id(context)  # one for the stream, sent on with each request
+        await context.send_initial_metadata(
+            ((REVISION_KEY, NO_REVISION), (REQUEST_ID, request_id))
+        )
 
         async def answer(request: bytes) -> bytes:
             try:
                 response = await self._send_counted(
-                    _INFER_PATH, request, context, self._v2_route, announce=False
+                    _INFER_PATH, request, context, self._v2_route, announce=False,
+                    request_id=request_id,
                 )
             except ModelServeError as exc:
                 return stream_error(request, exc.message)
@@ -286,27 +302,47 @@ class GrpcProxy:
         context: Context,
         locate: Callable[[bytes], ServiceRoute],
         announce: bool,
+        request_id: str | None = None,
     ) -> bytes:
         """Admit, route and send one request and count it; raises the ModelServeError that
-        answers it. With `announce`, the call's initial metadata names the revision."""
+        answers it. With `announce`, the call's initial metadata names the revision and the
+        request id (`request_id`, else the client's or a new one)."""
         start = time.perf_counter()
         route: ServiceRoute | None = None
         attempt = Attempt()
         dropped: tuple[str, ...] = _DROPPED_METADATA
         announced = not announce
+        extra: tuple[tuple[str, str], ...] = ()  # metadata added to the client's
+        sent = _sent_id(context)
+        if request_id is None:
+            request_id = sent or new_request_id()
+        if request_id != sent:
+            extra = ((REQUEST_ID, request_id),)
+        span = None
+        if self.tracer is not None:
+            metadata = tuple(context.invocation_metadata() or ())
+            span, carried = start_grpc_span(self.tracer, path, metadata, request_id)
+            extra += carried
 
         async def send(backend: Backend) -> bytes:
             nonlocal announced
             if not announced:  # once: a retry goes to another replica of the same revision
-                await context.send_initial_metadata(((REVISION_KEY, backend.revision),))
+                await context.send_initial_metadata(
+                    ((REVISION_KEY, backend.revision), (REQUEST_ID, request_id))
+                )
                 announced = True
             if backend.grpc_target is None:
                 raise _NoGrpc(f"revision '{backend.revision}' serves no gRPC")
-            return await self._call(backend.grpc_target, path, request, context, dropped)
+            return await self._call(
+                backend.grpc_target, path, request, context, dropped, extra
+            )
 
+        code = grpc.StatusCode.OK
         try:
             if self.admission.enabled:
                 dropped = self._admit(context)
+            if span is not None:
+                dropped += TRACE_METADATA  # ours replace the client's
             route = locate(request)
             self.metrics.started(route.name)
             response = await dispatch(
@@ -314,17 +350,26 @@ class GrpcProxy:
             )
         except ModelServeError as exc:
             # Counted before the status goes out: a client that saw it finds it counted.
-            self._count(route, attempt.revision, exc.grpc_code, start)
+            code = exc.grpc_code
+            self._count(route, attempt.revision, code, start)
             if not announced:
-                await context.send_initial_metadata(((REVISION_KEY, attempt.revision),))
+                await context.send_initial_metadata(
+                    ((REVISION_KEY, attempt.revision), (REQUEST_ID, request_id))
+                )
             raise
         except asyncio.CancelledError:
-            self._count(route, attempt.revision, grpc.StatusCode.CANCELLED, start)
+            code = grpc.StatusCode.CANCELLED
+            self._count(route, attempt.revision, code, start)
             raise
         except Exception:
-            self._count(route, attempt.revision, grpc.StatusCode.UNKNOWN, start)
+            code = grpc.StatusCode.UNKNOWN
+            self._count(route, attempt.revision, code, start)
             raise
-        self._count(route, attempt.revision, grpc.StatusCode.OK, start)
+        finally:
+            if span is not None:
+                service = route.name if route is not None else UNKNOWN_SERVICE
+                end_grpc_span(span, service, attempt.revision, code)
+        self._count(route, attempt.revision, code, start)
         return response
 
     def _admit(self, context: Context) -> tuple[str, ...]:
@@ -351,17 +396,26 @@ class GrpcProxy:
             self.metrics.finished(route.name, revision, "grpc", code.name, seconds)
 
     async def _call(
-        self, target: str, path: str, request: bytes, context: Context, dropped: tuple[str, ...]
+        self,
+        target: str,
+        path: str,
+        request: bytes,
+        context: Context,
+        dropped: tuple[str, ...],
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> bytes:
         timeout = self.settings.request_timeout_s
         remaining = context.time_remaining()
         client_deadline = remaining is not None and remaining < timeout
         if remaining is not None:
             timeout = min(timeout, remaining)
-        metadata = tuple(
-            (key, value)
-            for key, value in context.invocation_metadata() or ()
-            if not key.startswith(dropped)
+        metadata = (
+            *(
+                (key, value)
+                for key, value in context.invocation_metadata() or ()
+                if not key.startswith(dropped)
+            ),
+            *extra,
         )
         try:
             response: bytes = await self._stub(target, path)(
@@ -406,6 +460,19 @@ def _upstream_error(
         error = BackendConnectFailed if failed else BackendUnavailable
         return error(f"backend {target} unavailable: {details}")
     return UpstreamError(exc.details() or code.name, status_for_http(code), code)
+
+
+def _sent_id(context: Context) -> str | None:
+    """The `x-request-id` the client sent (a text value), None when it sent none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _request_id(context: Context) -> str:
+    """The call's request id: the client's `x-request-id`, else a new one."""
+    return _sent_id(context) or new_request_id()
 
 
 def _as_str(value: str | bytes | None) -> str | None:

@@ -10,6 +10,9 @@ bytes; the outputs asked back as binary too) over `servers.http_client.HttpClien
 connections (`TCP_NODELAY`), one pool per transformer: no JSON numbers, no protobuf, no
 numpy <-> list round trips.
 
+While traces are on, the call is a CLIENT span whose `traceparent` goes with the request
+(`servers/tracing.py`); `x-request-id` goes as KServe's transformer forwards it.
+
 Failures are the shared error types, as for every transformer (`upstream.py`): an error the
 predictor answered keeps its status; down or refusing is 503, too slow 504.
 """
@@ -27,6 +30,8 @@ from servers.http_client import HttpClient
 from servers.protocol.tensors import decode_tensor, tensor_to_raw
 from servers.protocol.v2 import HEADER_LENGTH as HEADER_LENGTH_NAME
 from servers.protocol.v2 import split_rest_body
+from servers.telemetry import TRACING
+from servers.tracing import traced_predictor_request
 from servers.transformers.upstream import from_http
 
 __all__ = ["FORWARDED_HEADERS", "PredictorRestClient"]
@@ -93,9 +98,11 @@ class PredictorRestClient:
             if headers is not None and (value := headers.get(name)) is not None:
                 sent.append((name.encode(), value.encode("latin-1", "replace")))
         target = f"/v2/models/{model}/infer".encode()
-        answer = await self._client.request(
-            self.base_url, "POST", target, sent, b"".join([json_head, *blobs])
-        )
+        body = b"".join([json_head, *blobs])
+        if TRACING.tracer is None:
+            answer = await self._client.request(self.base_url, "POST", target, sent, body)
+        else:  # in a client span, sent as the predictor's traceparent
+            answer = await traced_predictor_request(self._client, self.base_url, target, sent, body)
         if answer.status != 200:
             raise from_http(answer.status, answer.content.decode("utf-8", "replace"))
         return _outputs(answer.content, dict(answer.headers).get(HEADER_LENGTH))

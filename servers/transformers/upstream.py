@@ -6,6 +6,8 @@ one that does not answer in time a 504 — never a 500.
 
 `predictor_grpc_client` is the gRPC client a transformer calls its predictor with: kserve's own
 (`Model._grpc_client`) sets no message limits and is one per process, shared by every model.
+kserve forwards the request's `x-request-id` in its metadata; while traces are on, each call
+also carries its CLIENT span's `traceparent` (`servers/tracing.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from servers.errors import (
     grpc_code_for_http,
     status_for_http,
 )
+from servers.tracing import traced_grpc_client
 
 __all__ = ["from_grpc", "from_http", "predictor_errors", "predictor_grpc_client"]
 
@@ -79,10 +82,11 @@ def predictor_grpc_client(config: Any, options: Sequence[tuple[str, int]]) -> An
     and kserve's retry policy. Make it inside the event loop that will use it."""
     from kserve.inference_client import InferenceGRPCClient
 
-    return InferenceGRPCClient(
+    client = InferenceGRPCClient(
         config.predictor_host,
         use_ssl=config.use_ssl,
         timeout=config.timeout,
         retries=config.retries,
         channel_args=list(options),  # kserve appends its retry settings to this list
     )
+    return traced_grpc_client(client)  # a traceparent on each call while traces are on

@@ -106,6 +106,8 @@ def test_fast_path_answers_as_fastapi_does(
     headers: dict[str, str],
 ) -> None:
     fast, slow = both
+    # One request id for both: the gateway makes a new one for each request without one.
+    headers = {"x-request-id": "same-for-both", **headers}
     answers = [c.request(method, path, content=body, headers=headers) for c in (fast, slow)]
     first, second = answers
     assert first.status_code == second.status_code
