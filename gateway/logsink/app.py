@@ -80,6 +80,9 @@ def _error(exc: ModelServeError) -> Response:
     return response
 
 
+_INLINE_PARSE_BYTES = 64 * 1024
+
+
 def _parse(headers: Mapping[str, str], body: bytes) -> tuple[LoggedEvent, bytes]:
     event = parse_event(headers, body)
     return event, event.line()
@@ -103,8 +106,13 @@ def create_app(
         try:
             body = await read_body(request.receive, declared, max_body_bytes, "the log sink's")
             headers = dict(request.headers.items())
-            # Off the loop: a 16 MiB structured event is a few hundred ms of JSON.
-            event, line = await asyncio.to_thread(_parse, headers, body)
+            # Off the loop when large (a 16 MiB structured event is a few hundred ms of JSON);
+            # a small one inline: the thread hop cost more than the parse (~2x the sink's
+            # events/s measured with KServe-sized payloads on 2 cores).
+            if len(body) > _INLINE_PARSE_BYTES:
+                event, line = await asyncio.to_thread(_parse, headers, body)
+            else:
+                event, line = _parse(headers, body)
         except PayloadTooLarge as exc:
             metrics.rejected.labels("too_large").inc()
             return _error(exc)
