@@ -77,7 +77,8 @@ from servers.telemetry import TRACING
 __all__ = ["REVISION_HEADER", "create_app", "error_response"]
 
 
-# Request headers forwarded to the backend; CloudEvents' `ce-*` headers pass as well.
+# Request headers forwarded to the backend; CloudEvents' `ce-*` and the client's `x-*`
+# headers (`_scan_headers`) pass as well.
 _FORWARDED = frozenset(
     {
         b"content-type",
@@ -89,6 +90,9 @@ _FORWARDED = frozenset(
         b"tracestate",
     }
 )
+# x-* headers kept back: ours (the revision answer, the API key, matched above) and the
+# proxies' (a component must not take a client's x-forwarded-for for the peer).
+_NOT_FORWARDED_X = (b"x-modelserve-", b"x-forwarded-", b"x-real-ip")
 _FORM = b"application/x-www-form-urlencoded"
 _JSON = b"application/json"
 _API_KEY = API_KEY_HEADER.encode()
@@ -348,6 +352,10 @@ def _scan_headers(raw: list[tuple[bytes, bytes]], has_body: bool) -> _RequestHea
             found.length = int(value)
         elif key == _API_KEY:
             found.api_key = value.decode("latin-1")
+        elif key.startswith(b"x-") and not key.startswith(_NOT_FORWARDED_X):
+            # The client's own x-* headers (a tenant, B3 trace ids) reach the component, as
+            # through KServe's ingress: a logger's `metadataHeaders` are read from them there.
+            forwarded.append((key, value))
     return found
 
 

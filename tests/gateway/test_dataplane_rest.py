@@ -77,7 +77,8 @@ def test_a_host_refuses_a_path_naming_another_model(client: httpx.Client) -> Non
 def test_forwards_query_and_chosen_headers_only(client: httpx.Client) -> None:
     headers = {"content-type": "application/json", "x-request-id": "req-1",
                "authorization": "Bearer t", "inference-header-content-length": "12",
-               "cookie": "session=1"}
+               "cookie": "session=1", "x-tenant": "acme", "x-forwarded-for": "6.6.6.6",
+               "x-modelserve-revision": "forged"}
     response = client.post("/v2/models/echo/infer?trace=1", content=V2_BODY, headers=headers)
     echoed = response.json()
     assert echoed["query"] == "trace=1"
@@ -85,6 +86,10 @@ def test_forwards_query_and_chosen_headers_only(client: httpx.Client) -> None:
     assert echoed["headers"]["authorization"] == "Bearer t"
     assert echoed["headers"]["inference-header-content-length"] == "12"
     assert "cookie" not in echoed["headers"]
+    # The client's own x-* headers pass (a logger's metadataHeaders); the proxies' and ours not.
+    assert echoed["headers"]["x-tenant"] == "acme"
+    assert "x-forwarded-for" not in echoed["headers"]
+    assert "x-modelserve-revision" not in echoed["headers"]
     # The backend's binary-extension header comes back; its other headers do not.
     assert response.headers["inference-header-content-length"] == "7"
     assert "x-internal" not in response.headers

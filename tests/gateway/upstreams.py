@@ -23,7 +23,8 @@ from starlette.routing import Route
 
 SLOW_S = 1.5
 ECHOED_HEADERS = ("content-type", "inference-header-content-length", "x-request-id",
-                  "authorization", "accept", "cookie", "x-api-key")
+                  "authorization", "accept", "cookie", "x-api-key", "x-tenant",
+                  "x-forwarded-for", "x-modelserve-revision")
 
 
 @dataclass
