@@ -24,6 +24,7 @@ from pathlib import Path
 from gateway.controlplane.manifests import ComponentName, ComponentSpec, InferenceService
 from gateway.controlplane.policy import REMOTE_SCHEMES, LaunchPolicy, PolicyRefused
 from gateway.controlplane.runtimes import RuntimeNotAvailable, container_for
+from gateway.controlplane.tracing_env import check_otel_env, component_tracing_env
 from servers.payload_logger import PayloadLoggerSettings
 
 __all__ = [
@@ -307,6 +308,7 @@ def plan_component(
         container = spec.containers[0]
     manifest_env = {e.name: e.value for e in container.env if e.value is not None}
     policy.check_env([e.name for e in container.env], where)
+    check_otel_env([e.name for e in container.env], policy, where)  # tracing_env.py
     pairs = parse_args(list(container.args))
     flags = [flag for flag, _ in pairs]
     policy.check_args(flags, where)
@@ -352,6 +354,10 @@ def plan_component(
         env={
             **os.environ,
             **manifest_env,
+            **component_tracing_env(
+                isvc.name, isvc.namespace, component,
+                revision_name(isvc.name, component, revision), replica, manifest_env,
+            ),
             "PYTHONUNBUFFERED": "1",
             **policy.component_env(),
             **logging_env,
