@@ -21,10 +21,11 @@ from prometheus_client.registry import Collector
 
 from gateway.outliers import OutlierTracker
 
-__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LATENCY_BUCKETS", "GatewayMetrics"]
 
-# Inference latencies: sub-millisecond proxies up to the default 60 s request timeout.
-_BUCKETS = (
+# Inference latencies: sub-millisecond proxies up to the default 60 s request timeout. Public:
+# the SLO alerts (gateway/slo_alerts) check each latency target against these bounds.
+LATENCY_BUCKETS = (
     0.001,
     0.0025,
     0.005,
@@ -149,7 +150,7 @@ class GatewayMetrics:
             "modelserve_gateway_request_duration_seconds",
             "Time from a request's arrival at the gateway to its answer.",
             ["service", "revision", "protocol"],
-            buckets=_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         # The concurrency statistic the autoscaler reads, exported as the in-flight gauge.
