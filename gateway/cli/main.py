@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from gateway.cli.logsink import add_logsink_parser
+from gateway.cli.slo_rules import add_slo_rules_parser
 from gateway.cli.up import DEFAULT_MANIFESTS, add_up_parser
 from gateway.controlplane.manifests import ManifestError
 from servers.kserve_argv import argv_hidden
@@ -375,6 +376,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_loadtest(commands)
     _add_rollout(commands)
     add_logsink_parser(commands)
+    add_slo_rules_parser(commands)
     return parser
 
 
