@@ -11,7 +11,11 @@ stock KServe peer measured in the same run, and the CPU each process spends per 
 (`/proc/PID/stat`, loadtests/cpu.py: the gateway's own process, each component with its
 children), which means something on a shared host where req/s moves. "limits off" is the
 gateway without its front door and outlier ejection: its ratio to the gateway with them is
-what they cost.
+what they cost. "payload logger on" is the predictor logging every request and response to a
+`modelserve logsink` (issue 18): its ratio to the predictor without is what logging costs
+(off, the logger installs nothing). "traces on" is the gateway, transformer and predictor
+exporting their spans (servers/telemetry.py) to an OTLP/HTTP receiver in a process of its own:
+its ratio to the same service with traces off is what tracing costs.
 Traffic goes to 127.0.0.1 only.
 """
 
@@ -19,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +40,14 @@ from demos.iris import IRIS_FEATURES  # noqa: E402
 from loadtests.cpu import cpu_cells, metered  # noqa: E402
 from loadtests.httpload import LoadResult, run_load  # noqa: E402
 from loadtests.table import ONE_REPLICA, loadavg, print_table  # noqa: E402
-from tests.support import run_platform, run_server  # noqa: E402
+from servers.payload_logger import PayloadLoggerSettings  # noqa: E402
+from tests.support import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    run_platform,
+    run_server,
+    wait_ready,
+)
 
 ROWS = [[5.0, 3.4, 1.5, 0.2], [6.7, 3.0, 5.2, 2.3]]
 V1_ROWS = json.dumps({"instances": ROWS}).encode()
@@ -54,6 +68,8 @@ class Target:
     peer: str | None = None  # the target this one is compared with
     via_gateway: str | None = None  # a service name: run `modelserve up`, load the gateway
     env: dict[str, str] = field(default_factory=dict)  # added to `modelserve up`'s
+    logged: bool = False  # the predictor logs its payloads to a `modelserve logsink`
+    traced: bool = False  # every process exports its spans to an OTLP/HTTP receiver
 
 
 # The gateway's protections against hostile clients turned off: the front door's timeouts and
@@ -67,6 +83,14 @@ NO_LIMITS = {
 TARGETS = [
     Target("stock-kserve predictor", "loadtests.peers.stock_kserve_sklearn", None, V1_ROWS),
     Target("modelserve predictor", "servers.sklearn", None, V1_ROWS, peer="stock-kserve predictor"),
+    Target(
+        "modelserve predictor, payload logger on",
+        "servers.sklearn",
+        None,
+        V1_ROWS,
+        peer="modelserve predictor",
+        logged=True,
+    ),
     Target(
         "stock-kserve transformer+predictor",
         "loadtests.peers.stock_kserve_sklearn",
@@ -106,6 +130,16 @@ TARGETS = [
         peer="modelserve iris-classifier",
         via_gateway="iris-classifier",
     ),
+    # Same run, traces on (servers/telemetry.py): this ratio (on / off) is what tracing costs.
+    Target(
+        "gateway -> iris-classifier, traces on",
+        "",
+        None,
+        V1_RECORDS,
+        peer="gateway -> iris-classifier",
+        via_gateway="iris-classifier",
+        traced=True,
+    ),
 ]
 
 
@@ -132,28 +166,88 @@ def _run_target(
     cpu: CpuTable,
 ) -> dict[int, LoadResult]:
     if target.via_gateway:
-        with run_platform(model_dir.parent, logs, env={**ONE_REPLICA, **target.env}) as platform:
+        with contextlib.ExitStack() as traces:
+            env = {**ONE_REPLICA, **target.env}
+            if target.traced:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = traces.enter_context(_otlp_receiver())
+            platform = traces.enter_context(run_platform(model_dir.parent, logs, env=env))
             path = f"/v1/models/{target.via_gateway}:predict"
             components = platform.component_pids(target.via_gateway)
             return asyncio.run(measure(platform.port, target.body, levels, seconds, path,
                                        {"gateway": platform.process.pid}, components, cpu))
     predictor_args = ["--model_name=iris", f"--model_dir={model_dir}"]
-    with run_server(target.predictor, predictor_args, logs) as predictor:
-        pids = {"predictor": predictor.process.pid}
-        if target.transformer is None:
-            return asyncio.run(measure(predictor.http_port, target.body, levels, seconds, PATH,
-                                       {}, pids, cpu))
-        stock = target.transformer.startswith("loadtests.")
-        transformer_args = [
-            "--model_name=iris",
-            f"--model_dir={model_dir}",
-            f"--predictor_host=127.0.0.1:{predictor.http_port}",
-            f"--predictor_protocol={'v1' if stock else 'v2'}",  # as the manifests say
-        ]
-        with run_server(target.transformer, transformer_args, logs) as transformer:
-            pids["transformer"] = transformer.process.pid
-            return asyncio.run(measure(transformer.http_port, target.body, levels, seconds,
-                                       PATH, {}, pids, cpu))
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(_payload_logger_env(logs)) if target.logged else {}
+        predictor = stack.enter_context(
+            run_server(target.predictor, predictor_args, logs, env=env)
+        )
+        return _run_direct(target, predictor, model_dir, logs, levels, seconds, cpu)
+
+
+# A real OTLP/HTTP receiver decoding every export (tests/otlp_receiver.py), in a process of
+# its own so that it takes no CPU from the load generator; it prints its endpoint.
+_RECEIVER = (
+    "import sys, time\n"
+    "from tests.otlp_receiver import OtlpReceiver\n"
+    "receiver = OtlpReceiver()\n"
+    "receiver.start()\n"
+    "print(receiver.endpoint, flush=True)\n"
+    "time.sleep(1e6)\n"
+)
+
+
+@contextlib.contextmanager
+def _otlp_receiver() -> Iterator[str]:
+    """The endpoint of an OTLP/HTTP receiver running until the block ends."""
+    receiver = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE,
+                                cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert receiver.stdout is not None
+        yield receiver.stdout.readline().decode().strip()
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _payload_logger_env(logs: Path) -> Iterator[dict[str, str]]:
+    """A `modelserve logsink` on a free port, and the predictor environment logging to it."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "modelserve"), "logsink",
+               "--out", str(logs / f"events-{port}.jsonl"), "--port", str(port)]
+    with (logs / f"logsink-{port}.log").open("wb") as out:
+        sink = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", sink, logs / f"logsink-{port}.log")
+        settings = PayloadLoggerSettings(
+            url=f"http://127.0.0.1:{port}/", inference_service="iris", component="predictor"
+        )
+        yield settings.to_env()
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
+
+
+def _run_direct(
+    target: Target, predictor: ServerProcess, model_dir: Path, logs: Path, levels: list[int],
+    seconds: float, cpu: CpuTable,
+) -> dict[int, LoadResult]:
+    """Load `predictor` directly, or through the target's transformer in front of it."""
+    pids = {"predictor": predictor.process.pid}
+    if target.transformer is None:
+        return asyncio.run(measure(predictor.http_port, target.body, levels, seconds, PATH,
+                                   {}, pids, cpu))
+    stock = target.transformer.startswith("loadtests.")
+    transformer_args = [
+        "--model_name=iris",
+        f"--model_dir={model_dir}",
+        f"--predictor_host=127.0.0.1:{predictor.http_port}",
+        f"--predictor_protocol={'v1' if stock else 'v2'}",  # as the manifests say
+    ]
+    with run_server(target.transformer, transformer_args, logs) as transformer:
+        pids["transformer"] = transformer.process.pid
+        return asyncio.run(measure(transformer.http_port, target.body, levels, seconds,
+                                   PATH, {}, pids, cpu))
 
 
 def main() -> int:
