@@ -140,6 +140,18 @@ TARGETS = [
         via_gateway="iris-classifier",
         traced=True,
     ),
+    # The same with the gateway sampling 10 % of traces (the components follow its decision):
+    # the unsampled requests' spans are non-recording, nothing is exported for them.
+    Target(
+        "gateway -> iris-classifier, traces on, 10% sampled",
+        "",
+        None,
+        V1_RECORDS,
+        peer="gateway -> iris-classifier",
+        via_gateway="iris-classifier",
+        env={"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+        traced=True,
+    ),
 ]
 
 
