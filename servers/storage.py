@@ -64,7 +64,12 @@ def resolve_model_dir(uri: str) -> Path:
         return path
     try:
         from kserve_storage import Storage
-
+    except ImportError as exc:  # an image built without the `storage` extra
+        raise ModelLoadError(
+            f"cannot fetch {uri}: kserve-storage is not installed (modelserve's `storage` "
+            "extra); mount the model at --model_dir, as KServe's storage initializer does"
+        ) from exc
+    try:
         return Path(Storage.download(uri))
     except Exception as exc:  # any storage backend failure is a load failure
         raise ModelLoadError(f"could not download model from {uri}: {exc}") from exc

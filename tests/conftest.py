@@ -18,8 +18,9 @@ from tests.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.support import ServerProcess, run_server
 
 # What makes a test slow: a process it starts (a component, `modelserve up`, tritonserver,
-# kube-apiserver, a browser) or the demo models it trains. `make test-fast` leaves these out.
-_SLOW_DIRS = ("e2e", "security")
+# kube-apiserver, a browser, a container) or the demo models it trains. `make test-fast`
+# leaves these out.
+_SLOW_DIRS = ("e2e", "security", "images")
 _SLOW_FIXTURES = frozenset({
     "models_root", "iris_dir", "digits_tf_dir", "sklearn_server", "tabular_server",
     "tf_server", "triton_install", "triton_repository", "platform", "xgboost_server",

@@ -6,6 +6,7 @@ BACKEND = Backend(
     name="sklearn",
     runtime="kserve-sklearnserver",
     entry_point="servers.sklearn",
+    extra="sklearn",
     formats=(SupportedFormat("sklearn", ("1",), priority=1),),
     artifacts=(
         ArtifactFormat(".skops", "skops (loads only allowed types)"),

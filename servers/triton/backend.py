@@ -8,6 +8,7 @@ BACKEND = Backend(
     name="triton",
     runtime="kserve-tritonserver",
     entry_point="servers.triton.tritonserver",
+    extra="triton-client",
     formats=(
         SupportedFormat("tensorrt", ("8",)),
         SupportedFormat("tensorflow", ("1", "2")),

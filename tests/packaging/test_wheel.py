@@ -92,11 +92,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv outside the checkout with the wheel and Locust (`loadtest` runs it)."""
+    """A fresh venv outside the checkout with the wheel, its `sklearn` extra (the demo
+    predictor and `build-models`) and Locust (`loadtest` runs it)."""
     where = tmp_path_factory.mktemp("venv") / "venv"
     _uv("venv", "--quiet", "--python", sys.executable, str(where))
-    _uv("pip", "install", "--quiet", "--python", str(where / "bin" / "python"), str(wheel),
-        "locust>=2.29")
+    _uv("pip", "install", "--quiet", "--python", str(where / "bin" / "python"),
+        f"modelserve[sklearn] @ {wheel.as_uri()}", "locust>=2.29")
     return where
 
 

@@ -67,7 +67,8 @@ def _registry(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -
 
 def test_the_command_line_names_extras_and_lists_backends() -> None:
     assert _registry("extra", "xgboost").stdout.strip() == "xgboost"
-    assert _registry("extra", "sklearn").stdout.strip() == ""
+    assert _registry("extra", "sklearn").stdout.strip() == "sklearn"
+    assert _registry("extra", "triton").stdout.strip() == "triton-client"
     unknown = _registry("extra", "paddle")
     assert unknown.returncode == 2 and "no backend 'paddle'" in unknown.stderr
     listed = _registry("list").stdout

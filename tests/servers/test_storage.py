@@ -198,3 +198,13 @@ def test_pickles_from_remote_uris_are_refused_unless_trusted(
     assert uri in message and ".skops" in message
     assert "MODELSERVE_TRUST_REMOTE_PICKLES=1" in message and "--trust_remote_pickles" in message
     assert caught.value.http_status == 503
+
+
+def test_a_remote_uri_without_the_storage_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runtime images leave kserve-storage out (KServe's storage initializer fetches
+    # storageUri into /mnt/models in a cluster): a URI passed anyway fails with the fix.
+    monkeypatch.setitem(sys.modules, "kserve_storage", None)  # import now raises ImportError
+    with pytest.raises(ModelLoadError, match=r"`storage` extra.*--model_dir"):
+        resolve_model_dir("s3://bucket/iris")
