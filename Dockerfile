@@ -35,13 +35,13 @@ COPY README.md /src/README.md
 
 FROM builder AS venv-sklearn
 ARG SERVING_MODULES
-RUN image-venv deps sklearn pillow cryptography
+RUN image-venv deps sklearn pillow cryptography tzdata
 COPY --from=code /src ./
 RUN image-venv code servers.sklearn.__main__ $SERVING_MODULES
 
 FROM builder AS venv-transformers
 ARG SERVING_MODULES
-RUN image-venv deps triton-client cryptography
+RUN image-venv deps triton-client cryptography tzdata
 COPY --from=code /src ./
 RUN image-venv code servers.transformers.tabular.__main__ servers.transformers.image.__main__ \
     tritonclient.http.aio $SERVING_MODULES
@@ -50,7 +50,7 @@ RUN image-venv code servers.transformers.tabular.__main__ servers.transformers.i
 # iris-classifier), in one image.
 FROM builder AS venv-gateway
 ARG SERVING_MODULES
-RUN image-venv deps sklearn pillow
+RUN image-venv deps sklearn pillow tzdata
 COPY --from=code /src ./
 RUN image-venv code gateway.cli.main gateway.controlplane.platform gateway.dataplane.app \
     servers.sklearn.__main__ servers.transformers.tabular.__main__ $SERVING_MODULES

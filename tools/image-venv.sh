@@ -6,7 +6,8 @@
 #                                   without the UNUSED distributions: kserve declares them for
 #                                   parts no component of this image imports (its KServeClient
 #                                   and credentials helpers: cryptography; pillow), nor does the
-#                                   image's code (the run tests prove it)
+#                                   image's code (the run tests prove it); pandas' tzdata where
+#                                   the base's /usr/share/zoneinfo serves zoneinfo
 #   image-venv.sh code MODULE...    modelserve itself (no deps), trimmed, and the bytecode of
 #                                   what MODULE... import compiled once (the images run with
 #                                   PYTHONDONTWRITEBYTECODE and a read-only root: without it
@@ -23,6 +24,11 @@ trim() {
   # bytecode, type stubs and the installer's own packages.
   find "$site" -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
   find "$site" -name '*.pyi' -delete
+  # C/C++ headers and Cython/C sources: what a compiler would read, never the interpreter
+  # (TensorFlow's include/ alone is 430 MB, for building custom ops).
+  find "$site" -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.inc' -o -name '*.c' \
+    -o -name '*.cc' -o -name '*.cpp' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete
+  rm -rf "$site"/tensorflow/include
   # The kubernetes client's asyncio twin (~40 MB): kserve and the control plane use the
   # synchronous client only.
   rm -rf "$site"/kubernetes/aio
