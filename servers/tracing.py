@@ -14,6 +14,12 @@ What a traced request gets here (`servers/telemetry.py` turns traces on):
   `traceparent` (REST header or gRPC metadata), so the predictor's server span is its child.
 - **The batch a request joined** (`servers/batching.py`): a `batch` span from the request's
   arrival in the queue to its answer, with the size of the merged call.
+
+A request the gateway did not sample (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`) gets
+its non-recording server span and nothing more: the child spans would be dropped by the
+parent-based sampler anyway, so they are not made (each costs the SDK's span machinery), and
+the call to the predictor carries the unsampled `traceparent` on, so the predictor drops its
+spans too.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from servers.http_client import Headers, HttpClient, UpstreamResponse
@@ -194,13 +201,20 @@ def instrument_model(model: Any) -> None:
     model.__dict__[_INSTRUMENTED] = True
 
 
+def _recording() -> bool:
+    """Whether the request being served is sampled (its current span records)."""
+    return trace.get_current_span().is_recording()
+
+
 def _in_span(tracer: Tracer, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    """`method` run in a span `name`, a coroutine function if it is one: KServe awaits the
-    methods that are coroutine functions and calls the others."""
+    """`method` run in a span `name` when the request is sampled, a coroutine function if it
+    is one: KServe awaits the methods that are coroutine functions and calls the others."""
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
         async def traced_async(*args: Any, **kwargs: Any) -> Any:
+            if not _recording():
+                return await method(*args, **kwargs)
             with tracer.start_as_current_span(name):
                 return await method(*args, **kwargs)
 
@@ -208,6 +222,8 @@ def _in_span(tracer: Tracer, name: str, method: Callable[..., Any]) -> Callable[
 
     @functools.wraps(method)
     def traced(*args: Any, **kwargs: Any) -> Any:
+        if not _recording():
+            return method(*args, **kwargs)
         with tracer.start_as_current_span(name):
             return method(*args, **kwargs)
 
@@ -223,7 +239,7 @@ def start_batch_span(rows: int) -> Span | None:
     """The `batch` span of a request of `rows` rows joining a batcher's queue (a child of
     the current span), None while traces are off; the batcher adds what it merged."""
     tracer = TRACING.tracer
-    if tracer is None:
+    if tracer is None or not _recording():
         return None
     return tracer.start_span("batch", attributes={"modelserve.batch.request_rows": rows})
 
@@ -235,6 +251,10 @@ async def traced_predictor_request(
     """A transformer's v2 REST call to its predictor, in a CLIENT span it names as parent."""
     tracer = TRACING.tracer
     assert tracer is not None, "traces are off"
+    if not _recording():  # unsampled: the decision travels on, no span is made
+        carried = inject_context(trace.get_current_span())
+        sent_on: Headers = [*headers, *((k.encode(), v.encode()) for k, v in carried)]
+        return await client.request(base_url, "POST", target, sent_on, body)
     route = "/v2/models/{name}/infer"
     with tracer.start_as_current_span(
         f"POST {route}",
@@ -261,6 +281,9 @@ def traced_grpc_client(client: Any) -> Any:
         tracer = TRACING.tracer
         if tracer is None:
             return await infer(*args, headers=headers, **kwargs)
+        if not _recording():  # unsampled: the decision travels on, no span is made
+            carried = inject_context(trace.get_current_span())
+            return await infer(*args, headers=(*(headers or ()), *carried), **kwargs)
         with tracer.start_as_current_span(
             "inference.GRPCInferenceService/ModelInfer",
             kind=SpanKind.CLIENT,

@@ -53,9 +53,12 @@ def traced(
             yield platform, receiver
 
 
-def _trace_of(receiver: OtlpReceiver, request_id: str, last: tuple[str, str]) -> list[ReceivedSpan]:
-    """The spans of the trace whose gateway span has `request_id`, once `last` (service,
-    span name) has arrived in it too."""
+def _trace_of(
+    receiver: OtlpReceiver, request_id: str, *needed: tuple[str, str]
+) -> list[ReceivedSpan]:
+    """The spans of the trace whose gateway span has `request_id`, once every `needed`
+    (service, span name) has arrived in it too. Each process exports on its own: a server
+    span ends after its children, so once a process's server span is in, all of its are."""
 
     def gateway_span(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
         return next((s for s in spans if s.service == "modelserve-gateway"
@@ -63,8 +66,10 @@ def _trace_of(receiver: OtlpReceiver, request_id: str, last: tuple[str, str]) ->
 
     def complete(spans: list[ReceivedSpan]) -> bool:
         root = gateway_span(spans)
-        return root is not None and any(
-            (s.service, s.name) == last for s in spans if s.trace_id == root.trace_id)
+        if root is None:
+            return False
+        got = {(s.service, s.name) for s in spans if s.trace_id == root.trace_id}
+        return set(needed) <= got
 
     spans = receiver.wait_for(complete, timeout=60)
     root = gateway_span(spans)
@@ -134,7 +139,9 @@ def test_rest_request_is_one_trace_gateway_to_predictor(
                         json={"instances": [ROW]}, timeout=30)
     assert answer.status_code == 200 and answer.json() == {"predictions": ["setosa"]}
     request_id = answer.headers["x-request-id"]  # made by the gateway: the client sent none
-    spans = _trace_of(receiver, request_id, ("iris-classifier-predictor", "batch"))
+    spans = _trace_of(receiver, request_id,
+                      ("iris-classifier-transformer", "POST /v1/models/{name}:predict"),
+                      ("iris-classifier-predictor", REST_INFER))
     _check_chain(spans, "iris-classifier", "POST /v1/models/{name}:predict",
                  "POST /v1/models/{name}:predict", REST_INFER, REST_INFER, request_id)
     gateway = _one(spans, "modelserve-gateway", "POST /v1/models/{name}:predict")
@@ -147,7 +154,8 @@ def test_grpc_request_is_one_trace_gateway_to_predictor(
 ) -> None:
     platform, receiver = traced
     _grpc_infer(platform, "iris-classifier", "e2e-grpc-1")
-    spans = _trace_of(receiver, "e2e-grpc-1", ("iris-classifier-predictor", "batch"))
+    spans = _trace_of(receiver, "e2e-grpc-1", ("iris-classifier-transformer", GRPC_INFER),
+                      ("iris-classifier-predictor", REST_INFER))
     _check_chain(spans, "iris-classifier", GRPC_INFER, GRPC_INFER, REST_INFER, REST_INFER,
                  "e2e-grpc-1")
     gateway = _one(spans, "modelserve-gateway", GRPC_INFER)
@@ -159,7 +167,8 @@ def test_transformer_hop_over_grpc_carries_the_trace(
 ) -> None:
     platform, receiver = traced
     _grpc_infer(platform, "iris-classifier-grpc", "e2e-grpc-2")
-    spans = _trace_of(receiver, "e2e-grpc-2", ("iris-classifier-grpc-predictor", "batch"))
+    spans = _trace_of(receiver, "e2e-grpc-2", ("iris-classifier-grpc-transformer", GRPC_INFER),
+                      ("iris-classifier-grpc-predictor", GRPC_INFER))
     _check_chain(spans, "iris-classifier-grpc", GRPC_INFER, GRPC_INFER, GRPC_INFER, GRPC_INFER,
                  "e2e-grpc-2")
     predictor = _one(spans, "iris-classifier-grpc-predictor", GRPC_INFER, "SERVER")
@@ -179,3 +188,28 @@ def test_a_client_error_is_traced_as_the_clients(traced: tuple[Platform, OtlpRec
     transformer = _one(spans, "iris-classifier-transformer", "POST /v1/models/{name}:predict")
     assert transformer.attributes["http.response.status_code"] == 400
     assert transformer.status_code != 2
+
+
+def test_an_unsampled_request_makes_no_span_anywhere_and_a_sampled_one_still_does(
+    traced: tuple[Platform, OtlpReceiver],
+) -> None:
+    # The client's traceparent says "not sampled" (flags 00): the gateway's parent-based
+    # sampler follows it, the transformer makes no child span and passes the decision on, so
+    # the predictor records nothing either. The sampled request after it proves the path
+    # exports; each process exports in order, so spans of the first would have come first.
+    platform, receiver = traced
+    unsampled = "5b8efff798038103d269b633813fc60c"
+    sampled = "5b8efff798038103d269b633813fc60d"
+    url = f"{platform.url}/v1/models/iris-classifier:predict"
+    for trace_id, flags, request_id in ((unsampled, "00", "e2e-unsampled"),
+                                        (sampled, "01", "e2e-sampled")):
+        answer = httpx.post(url, json={"instances": [ROW]}, timeout=30, headers={
+            "traceparent": f"00-{trace_id}-eee19b7ec3c1b174-{flags}",
+            "x-request-id": request_id,
+        })
+        assert answer.status_code == 200, answer.text
+    spans = _trace_of(receiver, "e2e-sampled",
+                      ("iris-classifier-transformer", "POST /v1/models/{name}:predict"),
+                      ("iris-classifier-predictor", REST_INFER))
+    assert {s.trace_id for s in spans} == {sampled}
+    assert [s for s in receiver.snapshot() if s.trace_id == unsampled] == []
