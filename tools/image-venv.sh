@@ -8,7 +8,7 @@
 #                                   and credentials helpers: cryptography; pillow), nor does the
 #                                   image's code (the run tests prove it); pandas' tzdata where
 #                                   the base's /usr/share/zoneinfo serves zoneinfo
-#   image-venv.sh code MODULE...    modelserve itself (no deps), trimmed, and the bytecode of
+#   image-venv.sh code MODULE...    modelserve itself (no deps), and the bytecode of
 #                                   what MODULE... import compiled once (the images run with
 #                                   PYTHONDONTWRITEBYTECODE and a read-only root: without it
 #                                   every start compiles kserve again, 1.5 s -> 4 s)
@@ -60,7 +60,8 @@ code)
   shift
   "$UV" pip install -q --python "$PY" --no-deps .
   rm -rf build ./*.egg-info
-  trim
+  # No second trim: the dependencies were trimmed in their own layer, and rewriting their
+  # files here (strip rewrites even a stripped file) would copy each of them into this layer.
   # Importing the entry points (their `main` runs only as __main__) writes the bytecode of
   # everything they load at start-up, and of nothing else.
   for module in "$@"; do
