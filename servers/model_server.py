@@ -28,6 +28,7 @@ from servers.grpc_extensions import triton_extensions_service
 from servers.grpc_servicer import InferenceServicer
 from servers.payload_logger import PayloadLogger, PayloadLoggerSettings
 from servers.rest import install_routes
+from servers.telemetry import without_fastapi_telemetry
 from servers.tracing import grpc_interceptors, install_tracing
 
 __all__ = ["GrpcService", "ModelServer", "freeze_startup_heap"]
@@ -53,6 +54,7 @@ class _RESTServer(RESTServer):
         install_routes(
             kserve_model_server.app, self.dataplane, self.max_body_bytes, payload_logger
         )
+        without_fastapi_telemetry(kserve_model_server.app)  # our spans, not FastAPI's too
         install_tracing(kserve_model_server.app)  # outermost; nothing while traces are off
         super().create_application()
         freeze_startup_heap()

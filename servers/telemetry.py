@@ -40,6 +40,7 @@ __all__ = [
     "inject_context",
     "shutdown_tracing",
     "tracing_requested",
+    "without_fastapi_telemetry",
 ]
 
 REQUEST_ID = "x-request-id"
@@ -48,6 +49,23 @@ _PROTOCOL_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROT
 SCOPE = "modelserve"  # the instrumentation scope of every span we make
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+# FastAPI >= 0.165 instruments every request itself once a global tracer provider is set (its
+# "native telemetry": a server span, operation spans, metrics and logs per request), which
+# doubled our spans and half the SDK's cost per traced request. The platform's spans are its
+# own (this module, servers/tracing.py, gateway/dataplane/tracing.py): FastAPI's are off.
+_FASTAPI_TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False,
+                          "operation_spans": False}
+
+
+def without_fastapi_telemetry(app: Any) -> None:
+    """Turn off FastAPI's own instrumentation of `app` (a FastAPI app built elsewhere, e.g.
+    kserve's): its settings dict, which the constructor's `telemetry=` fills; nothing on a
+    FastAPI without it."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict):
+        config.update(_FASTAPI_TELEMETRY_OFF)
 
 
 class TelemetryError(ValueError):

@@ -72,7 +72,7 @@ from servers.errors import (
     ModelServeError,
     error_body,
 )
-from servers.telemetry import TRACING
+from servers.telemetry import TRACING, without_fastapi_telemetry
 
 __all__ = ["REVISION_HEADER", "create_app", "error_response"]
 
@@ -523,6 +523,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    without_fastapi_telemetry(app)  # the gateway's spans are its own (tracing.py)
     app.state.metrics = plane.metrics
     _add_info_routes(app, table, plane.metrics, admission)
     _add_statistics_routes(app, plane)  # before the proxy's `/v2/models/{name}`

@@ -147,6 +147,22 @@ def test_rest_request_is_one_trace_gateway_to_predictor(
     gateway = _one(spans, "modelserve-gateway", "POST /v1/models/{name}:predict")
     assert gateway.attributes["http.response.status_code"] == 200
     assert gateway.attributes["modelserve.protocol"] == "v1"
+    # Only our spans: FastAPI's own instrumentation (>= 0.165, on once a tracer provider is
+    # set) is off. A second traced request, once in, means each process exported the first's.
+    again = httpx.post(f"{platform.url}/v1/models/iris-classifier:predict",
+                       json={"instances": [ROW]}, timeout=30)
+    _trace_of(receiver, again.headers["x-request-id"],
+              ("iris-classifier-transformer", "POST /v1/models/{name}:predict"),
+              ("iris-classifier-predictor", REST_INFER))
+    first = [s for s in receiver.snapshot() if s.trace_id == gateway.trace_id]
+    assert sorted((s.service, s.name) for s in first) == sorted([
+        ("modelserve-gateway", "POST /v1/models/{name}:predict"),
+        *(("iris-classifier-transformer", name) for name in (
+            "POST /v1/models/{name}:predict", "preprocess", "predict", REST_INFER,
+            "postprocess")),
+        *(("iris-classifier-predictor", name) for name in (
+            REST_INFER, "preprocess", "predict", "batch", "postprocess")),
+    ])
 
 
 def test_grpc_request_is_one_trace_gateway_to_predictor(

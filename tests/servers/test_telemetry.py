@@ -4,6 +4,7 @@ OTLP/HTTP receiver; W3C trace context in and out."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -29,11 +30,19 @@ _OTEL_VARS = (
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """No OTEL_* of the outer environment; whatever a test configures is shut down after."""
+    """No OTEL_* of the outer environment; whatever a test configures is shut down after, and
+    the variables are as they were: `configure_tracing` writes OTEL_SERVICE_NAME itself (for
+    the workers it spawns), which would name every platform later tests start."""
+    saved = {name: os.environ.get(name) for name in _OTEL_VARS}
     for name in _OTEL_VARS:
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch
     shutdown_tracing()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.mark.parametrize(

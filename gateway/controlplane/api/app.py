@@ -47,6 +47,7 @@ from servers.errors import (
     ModelServeError,
     PayloadTooLarge,
 )
+from servers.telemetry import without_fastapi_telemetry
 
 __all__ = ["Rollouts", "create_admin_app"]
 
@@ -257,6 +258,7 @@ def create_admin_app(
         redoc_url=None,
         openapi_url=None,
     )
+    without_fastapi_telemetry(app)  # no spans for admin requests (the dashboard polls)
     routes.add_to(app)
     add_repository_routes(app, table, rollouts, settings.max_body_bytes)
     add_dashboard_routes(app, table, history, dashboard)
