@@ -177,7 +177,11 @@ def test_canary_split_rollback_and_promote_without_a_failed_request(
 
         seen = split_of(client, name, 2000)
         assert set(seen) == {v1, v2}
-        assert abs(seen[v2] / 2000 - 0.20) <= 0.03, seen
+        # The split is random per request: v2's count is binomial(2000, 0.2), sd 17.9. Within
+        # 5 sd (6e-7 of fair runs fail; ±0.03 was 3.35 sd and failed once, 468) a misroute of
+        # 20 % -> 25 % still shows.
+        sd = (2000 * 0.2 * 0.8) ** 0.5
+        assert abs(seen[v2] - 400) <= 5 * sd, seen
 
         # Tag routing: each tagged host reaches one revision.
         for tag, revision in (("latest", v2), ("prev", v1)):
