@@ -37,8 +37,8 @@ lint: install
 # (installed from Debian when missing and we are root); `make images` first, then pytest with
 # MODELSERVE_IMAGE_TIER=1, so a missing image fails instead of skipping.
 test: lint kube promtool
-	@TIER=0; if tools/container-tools.sh >/dev/null; then \
-		$(PYTHON) tools/images.py --prune || exit 1; TIER=1; \
+	@TIER=0; if BUILDER="$$(tools/container-tools.sh)"; then \
+		$(PYTHON) tools/images.py --builder "$$BUILDER" --prune || exit 1; TIER=1; \
 	else echo "make: no Docker daemon and no buildah: the image tier (tests/images) will be skipped"; fi; \
 	PERF_ANALYZER="$$(tools/perf-analyzer.sh)" && PROMTOOL="$$(tools/promtool.sh)" && \
 		MODELSERVE_PERF_ANALYZER="$$PERF_ANALYZER" MODELSERVE_PROMTOOL="$$PROMTOOL" \

@@ -99,30 +99,43 @@ def extras_of(stages: list[Stage], name: str) -> set[str]:
     return set()
 
 
-def _images(node: Any) -> Iterator[str]:
+def containers_in(node: Any) -> Iterator[dict[str, Any]]:
+    """Every container spec (a mapping with a string `image:`) in a manifest document."""
     if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "image" and isinstance(value, str):
-                yield value
-            else:
-                yield from _images(value)
+        if isinstance(node.get("image"), str):
+            yield node
+        for value in node.values():
+            yield from containers_in(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _images(item)
+            yield from containers_in(item)
+
+
+def _images(node: Any) -> Iterator[str]:
+    return (container["image"] for container in containers_in(node))
 
 
 def _docs(path: Path) -> list[Any]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+def manifest_containers() -> list[tuple[str, dict[str, Any]]]:
+    """(manifest path, container) for every container with an image in every YAML under
+    inferenceservices/ and deploy/."""
+    return [
+        (str(path.relative_to(ROOT)), container)
+        for folder in MANIFEST_DIRS
+        for path in sorted(folder.rglob("*.yaml"))
+        for doc in _docs(path)
+        for container in containers_in(doc)
+    ]
+
+
 def manifest_images() -> dict[str, list[str]]:
     """image -> the manifests naming it, for every YAML under inferenceservices/ and deploy/."""
     found: dict[str, list[str]] = {}
-    for folder in MANIFEST_DIRS:
-        for path in sorted(folder.rglob("*.yaml")):
-            for doc in _docs(path):
-                for image in _images(doc):
-                    found.setdefault(image, []).append(str(path.relative_to(ROOT)))
+    for where, container in manifest_containers():
+        found.setdefault(container["image"], []).append(where)
     return found
 
 

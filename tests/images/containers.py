@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,12 +35,16 @@ class Runtime:
     def command(self, *args: str) -> list[str]:
         return [self.cli, *self.storage, *args]
 
-    def run_flags(self) -> list[str]:
+    def run_flags(self, network: str | None = None) -> list[str]:
+        """Every run's flags; `network` replaces the default network (podman's slirp4netns,
+        docker's bridge)."""
         flags = ["--read-only", *(f"--ulimit={u}" for u in ULIMITS)]
         if self.cli == "podman":
             # --read-only gives podman tmpfs /tmp, /var/tmp and /run; docker needs /tmp asked.
-            return [*flags, "--runtime=runc", "--network=slirp4netns"]
-        return [*flags, "--tmpfs=/tmp"]
+            flags += ["--runtime=runc", f"--network={network or 'slirp4netns'}"]
+        else:
+            flags += ["--tmpfs=/tmp", *([f"--network={network}"] if network else [])]
+        return flags
 
     def has_image(self, image: str) -> bool:
         found = subprocess.run(
@@ -77,7 +81,6 @@ class Container:
     runtime: Runtime
     name: str
     ports: dict[int, int]
-    stopped_with: int | None = field(default=None)
 
     def url(self, port: int = 8080) -> str:
         return f"http://127.0.0.1:{self.ports[port]}"
@@ -114,8 +117,7 @@ class Container:
         code: 137 when the grace period ran out."""
         self.runtime.output("stop", "--time", str(grace_s), self.name, timeout=grace_s + 60)
         code = self.runtime.output("inspect", "--format", "{{.State.ExitCode}}", self.name)
-        self.stopped_with = int(code.strip())
-        return self.stopped_with
+        return int(code.strip())
 
 
 @contextmanager
@@ -135,10 +137,8 @@ def run_container(
     the network namespace of `network_of` (a pod's shared loopback) when given."""
     name = f"modelserve-test-{uuid.uuid4().hex[:10]}"
     published = {port: free_port() for port in ports} if network_of is None else {}
-    command = ["run", "--detach", "--name", name, *runtime.run_flags()]
-    if network_of is not None:
-        command = [c for c in command if not c.startswith("--network")]
-        command.append(f"--network=container:{network_of.name}")
+    shared = None if network_of is None else f"container:{network_of.name}"
+    command = ["run", "--detach", "--name", name, *runtime.run_flags(shared)]
     for port, host in published.items():
         command.append(f"--publish=127.0.0.1:{host}:{port}")
     for source, target in mounts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.support import ROOT
 pytestmark = pytest.mark.e2e
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+RECORDS = [dict(zip(FEATURES, row, strict=True)) for row in ROWS]  # ROWS as named features
 GRACE_S = 30  # the kubelet's default terminationGracePeriodSeconds
 UID = "1000"
 GATEWAY_SERVICE = ROOT / "deploy" / "gateway" / "knative-service.yaml"
@@ -56,15 +58,22 @@ def manifest_command(manifest: dict[str, Any], component: str) -> list[str]:
     return [*container.get("command", []), *container.get("args", [])]
 
 
+def run_component(
+    runtime: Runtime, manifest: dict[str, Any], component: str, model: Path, **options: Any
+) -> AbstractContextManager[Container]:
+    """`component` of an InferenceService as its manifest runs it: its image, command and
+    flags, `model` at /mnt/models (`options` go to run_container)."""
+    image = container_of(manifest, component)["image"]
+    return run_container(runtime, image, manifest_command(manifest, component),
+                         mounts=[(model, "/mnt/models")], **options)
+
+
 def test_servers_image_serves_sklearn_iris_over_v1_and_v2(
     runtime: Runtime, images: dict[str, str], manifests: dict[str, Any], models_dir: Path
 ) -> None:
-    spec = container_of(manifests["sklearn-iris"], "predictor")
-    assert spec["image"] == images["sklearn"]
-    with run_container(
-        runtime, spec["image"], manifest_command(manifests["sklearn-iris"], "predictor"),
-        mounts=[(models_dir / "iris", "/mnt/models")],
-    ) as container:
+    manifest = manifests["sklearn-iris"]
+    assert container_of(manifest, "predictor")["image"] == images["sklearn"]
+    with run_component(runtime, manifest, "predictor", models_dir / "iris") as container:
         container.wait_ready("/v2/models/sklearn-iris/ready")
         v1 = httpx.post(container.url() + "/v1/models/sklearn-iris:predict",
                         json={"instances": ROWS}, timeout=30)
@@ -89,21 +98,18 @@ def test_transformers_image_fronts_the_predictor_as_iris_classifier(
     runtime: Runtime, images: dict[str, str], manifests: dict[str, Any], models_dir: Path
 ) -> None:
     manifest = manifests["iris-classifier"]
-    predictor = manifest_command(manifest, "predictor")
     # The transformer's own manifest command and flags, in the transformers image; in the
     # predictor's network namespace (KServe passes --predictor_host; here it is loopback).
     transformer = [*with_ports(manifest_command(manifest, "transformer"), 9080, 9081),
                    "--predictor_host=127.0.0.1:8080"]
-    mounts = [(models_dir / "iris", "/mnt/models")]
-    with run_container(runtime, container_of(manifest, "predictor")["image"], predictor,
-                       ports=(8080, 9080), mounts=mounts) as backend:
+    model = models_dir / "iris"
+    with run_component(runtime, manifest, "predictor", model, ports=(8080, 9080)) as backend:
         backend.wait_ready("/v2/models/iris-classifier/ready")
-        with run_container(runtime, images["transformers"], transformer, mounts=mounts,
-                           network_of=backend) as front:
+        with run_container(runtime, images["transformers"], transformer,
+                           mounts=[(model, "/mnt/models")], network_of=backend) as front:
             front.wait_ready("/v2/health/ready", port=9080)
-            records = [dict(zip(FEATURES, row, strict=True)) for row in ROWS]
             answer = httpx.post(front.url(9080) + "/v1/models/iris-classifier:predict",
-                                json={"instances": records}, timeout=30)
+                                json={"instances": RECORDS}, timeout=30)
             assert answer.status_code == 200, answer.text
             names = json.loads((models_dir / "iris" / "metadata.json").read_text())
             labels = [names["target_names"][i] for i in expected_labels(models_dir)]
@@ -139,9 +145,8 @@ def test_gateway_image_runs_modelserve_up_with_its_two_services(
                             json={"instances": ROWS}, headers=headers, timeout=30)
         assert direct.status_code == 200, direct.text
         assert direct.json()["predictions"] == expected_labels(models_dir)
-        records = [dict(zip(FEATURES, row, strict=True)) for row in ROWS]
         fronted = httpx.post(container.url() + "/v1/models/iris-classifier:predict",
-                             json={"instances": records}, headers=headers, timeout=30)
+                             json={"instances": RECORDS}, headers=headers, timeout=30)
         assert fronted.status_code == 200, fronted.text
         assert len(fronted.json()["predictions"]) == len(ROWS)
         anonymous = httpx.post(container.url() + "/v1/models/sklearn-iris:predict",
@@ -154,13 +159,10 @@ def test_gateway_image_runs_modelserve_up_with_its_two_services(
 def test_tensorflow_image_serves_tf_digits(
     runtime: Runtime, images: dict[str, str], manifests: dict[str, Any], models_dir: Path
 ) -> None:
-    spec = container_of(manifests["tf-digits"], "predictor")
-    assert spec["image"] == images["tensorflow"]
+    manifest = manifests["tf-digits"]
+    assert container_of(manifest, "predictor")["image"] == images["tensorflow"]
     digits = load_digits()
-    with run_container(
-        runtime, spec["image"], manifest_command(manifests["tf-digits"], "predictor"),
-        mounts=[(models_dir / "digits-tf", "/mnt/models")],
-    ) as container:
+    with run_component(runtime, manifest, "predictor", models_dir / "digits-tf") as container:
         container.wait_ready("/v2/models/tf-digits/ready")
         answer = httpx.post(container.url() + "/v1/models/tf-digits:predict",
                             json={"instances": digits.images[:8].tolist()}, timeout=60)
