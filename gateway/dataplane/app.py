@@ -61,8 +61,8 @@ from gateway.dataplane.serverinfo import server_metadata
 from gateway.dataplane.statistics import service_statistics
 from gateway.dataplane.tracing import (
     REQUEST_ID_BYTES,
+    RequestIds,
     end_rest_span,
-    new_request_id,
     start_rest_span,
 )
 from gateway.routing import Backend, RoutingTable, ServiceRoute
@@ -189,6 +189,7 @@ class _RestDataPlane:
         self.admission = admission
         self.forwarder: HttpForwarder | None = None  # set by the app's lifespan
         self.tracer = TRACING.tracer  # None while traces are off (servers/telemetry.py)
+        self.request_ids = RequestIds()
 
     def endpoint(self, protocol: str, has_body: bool) -> Endpoint:
         """An endpoint forwarding to the service's backend, counted under `protocol` (for the
@@ -221,7 +222,7 @@ class _RestDataPlane:
         found = _scan_headers(scope["headers"], has_body)
         request_id = found.request_id
         if request_id is None:  # gateway/dataplane/tracing.py: generated only when missing
-            request_id = new_request_id().encode()
+            request_id = self.request_ids.new().encode()
             found.forwarded.append((REQUEST_ID_BYTES, request_id))
         span = None
         if self.tracer is not None:

@@ -64,8 +64,8 @@ from gateway.dataplane.statistics import service_statistics
 from gateway.dataplane.tracing import (
     REQUEST_ID,
     TRACE_METADATA,
+    RequestIds,
     end_grpc_span,
-    new_request_id,
     start_grpc_span,
 )
 from gateway.routing import Backend, RoutingTable, ServiceRoute
@@ -98,6 +98,9 @@ _TFSERVING_CALLS = ("Predict", "GetModelMetadata", "Classify", "Regress", "Multi
 _DROPPED_METADATA = ("user-agent", "grpc-", ":")
 
 Context: TypeAlias = "aio.ServicerContext[bytes, bytes]"
+# A call's invocation metadata: grpc.aio decodes it from the core's array on each
+# `invocation_metadata()`, so a call reads it once.
+Metadata: TypeAlias = "tuple[tuple[str, str | bytes], ...]"
 Handler = Callable[[bytes, Context], Awaitable[bytes]]
 
 
@@ -146,6 +149,7 @@ class GrpcProxy:
         self._channels: dict[str, aio.Channel] = {}
         self._stubs: dict[tuple[str, str], aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self.tracer = TRACING.tracer  # None while traces are off (servers/telemetry.py)
+        self.request_ids = RequestIds()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on `host:port` (0 picks a free port) and return the bound port."""
@@ -211,7 +215,8 @@ class GrpcProxy:
     ) -> AsyncIterator[bytes]:
         """`ModelStreamInfer`: each request admitted, routed and sent as a `ModelInfer`
         (gateway/dataplane/grpc_stream.py), answered in order."""
-        request_id = _request_id(context)  # one for the stream, sent on with each request
+        # One for the stream, sent on with each request.
+        request_id = _sent_id(_metadata(context)) or self.request_ids.new()
         await context.send_initial_metadata(
             ((REVISION_KEY, NO_REVISION), (REQUEST_ID, request_id))
         )
@@ -313,14 +318,14 @@ class GrpcProxy:
         dropped: tuple[str, ...] = _DROPPED_METADATA
         announced = not announce
         extra: tuple[tuple[str, str], ...] = ()  # metadata added to the client's
-        sent = _sent_id(context)
+        metadata = _metadata(context)
+        sent = _sent_id(metadata)
         if request_id is None:
-            request_id = sent or new_request_id()
+            request_id = sent or self.request_ids.new()
         if request_id != sent:
             extra = ((REQUEST_ID, request_id),)
         span = None
         if self.tracer is not None:
-            metadata = tuple(context.invocation_metadata() or ())
             span, carried = start_grpc_span(self.tracer, path, metadata, request_id)
             extra += carried
 
@@ -334,13 +339,13 @@ class GrpcProxy:
             if backend.grpc_target is None:
                 raise _NoGrpc(f"revision '{backend.revision}' serves no gRPC")
             return await self._call(
-                backend.grpc_target, path, request, context, dropped, extra
+                backend.grpc_target, path, request, context, metadata, dropped, extra
             )
 
         code = grpc.StatusCode.OK
         try:
             if self.admission.enabled:
-                dropped = self._admit(context)
+                dropped = self._admit(context, metadata)
             if span is not None:
                 dropped += TRACE_METADATA  # ours replace the client's
             route = locate(request)
@@ -372,10 +377,11 @@ class GrpcProxy:
         self._count(route, attempt.revision, code, start)
         return response
 
-    def _admit(self, context: Context) -> tuple[str, ...]:
-        """Pass the admission or raise; returns the metadata prefixes not to forward."""
-        metadata = dict(context.invocation_metadata() or ())
-        api_key, authorization = metadata.get(API_KEY_HEADER), metadata.get("authorization")
+    def _admit(self, context: Context, metadata: Metadata | None = None) -> tuple[str, ...]:
+        """Pass the admission or raise; returns the metadata prefixes not to forward.
+        `metadata`: the call's, if already read."""
+        sent = dict(_metadata(context) if metadata is None else metadata)
+        api_key, authorization = sent.get(API_KEY_HEADER), sent.get("authorization")
         consumed = self.admission.admit(
             _as_str(api_key), _as_str(authorization), _peer_host(context.peer())
         )
@@ -401,6 +407,7 @@ class GrpcProxy:
         path: str,
         request: bytes,
         context: Context,
+        sent: Metadata,
         dropped: tuple[str, ...],
         extra: tuple[tuple[str, str], ...] = (),
     ) -> bytes:
@@ -409,14 +416,7 @@ class GrpcProxy:
         client_deadline = remaining is not None and remaining < timeout
         if remaining is not None:
             timeout = min(timeout, remaining)
-        metadata = (
-            *(
-                (key, value)
-                for key, value in context.invocation_metadata() or ()
-                if not key.startswith(dropped)
-            ),
-            *extra,
-        )
+        metadata = (*((key, value) for key, value in sent if not key.startswith(dropped)), *extra)
         try:
             response: bytes = await self._stub(target, path)(
                 request, timeout=timeout, metadata=metadata
@@ -462,17 +462,17 @@ def _upstream_error(
     return UpstreamError(exc.details() or code.name, status_for_http(code), code)
 
 
-def _sent_id(context: Context) -> str | None:
+def _metadata(context: Context) -> Metadata:
+    """The call's invocation metadata (decoded anew by each `invocation_metadata()`)."""
+    return tuple(context.invocation_metadata() or ())
+
+
+def _sent_id(metadata: Metadata) -> str | None:
     """The `x-request-id` the client sent (a text value), None when it sent none."""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key == REQUEST_ID and isinstance(value, str) and value:
             return value
     return None
-
-
-def _request_id(context: Context) -> str:
-    """The call's request id: the client's `x-request-id`, else a new one."""
-    return _sent_id(context) or new_request_id()
 
 
 def _as_str(value: str | bytes | None) -> str | None:

