@@ -73,9 +73,9 @@ bench-peers: install
 
 # Triton's own perf_analyzer (2.60, installed once into ~/.cache by tools/perf-analyzer.sh:
 # the wheel and Debian trixie's libc from the package mirrors, ~1 min) against triton-digits
-# through the gateway and directly, in one run.
+# through the gateway, directly and (gRPC) through a bare grpc.aio proxy, in one run.
 bench-perf-analyzer: install
-	$(BIN)/python loadtests/bench_perf_analyzer.py --perf-analyzer "$$(tools/perf-analyzer.sh)"
+	$(BIN)/python loadtests/bench_perf_analyzer.py --perf-analyzer "$$(tools/perf-analyzer.sh)" --floor
 
 clean:
 	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtest-reports

@@ -12,17 +12,22 @@ protocol (http, grpc) and concurrency (1, 16) it prints perf_analyzer's throughp
 average latency for both targets, the gateway's ratio to Triton, and the CPU the gateway's
 process and the tritonserver (with its children) spent per request (`/proc/PID/stat` over the
 whole perf_analyzer run, divided by its wall time and its throughput: loadtests/cpu.py).
-Traffic goes to 127.0.0.1 only; nothing is downloaded.
+`--floor` adds, for gRPC, a bare grpc.aio byte proxy in front of the same tritonserver
+(loadtests/grpc_floor.py): the least a Python gRPC proxy costs, so that the gateway's CPU per
+request above it is its own work. Traffic goes to 127.0.0.1 only; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +68,30 @@ def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: 
     return rps, int(match.group(2)) / 1000, per_request
 
 
+@contextlib.contextmanager
+def _floor_proxy(target: str) -> Iterator[tuple[str, int]]:
+    """loadtests/grpc_floor.py in front of `target`: (its address, its pid)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.grpc_floor", "--port", str(port), "--target", target],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the floor proxy did not start (exit {process.returncode})")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def _triton_ports(platform: Platform) -> tuple[str, str]:
     """The tritonserver's own HTTP and gRPC addresses (its replica's, from the status)."""
     replica = platform.ready_replica(MODEL)
@@ -78,6 +107,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--protocols", nargs="+", default=["http", "grpc"],
                         choices=["http", "grpc"])
+    parser.add_argument("--floor", action="store_true",
+                        help="also a bare grpc.aio proxy, for gRPC (loadtests/grpc_floor.py)")
     args = parser.parse_args()
     from demos import build_all
 
@@ -88,17 +119,21 @@ def main() -> int:
         doc["spec"]["predictor"]["minReplicas"] = doc["spec"]["predictor"]["maxReplicas"] = 1
         manifest = Path(tmp) / MANIFEST.name
         manifest.write_text(yaml.safe_dump(doc))
-        with run_platform(models, Path(tmp), files=[manifest]) as platform:
+        with contextlib.ExitStack() as stack:
+            platform = stack.enter_context(run_platform(models, Path(tmp), files=[manifest]))
             triton_http, triton_grpc = _triton_ports(platform)
-            meter = CpuMeter({"gateway": platform.process.pid},
-                             {"triton": platform.component_pids(MODEL)["predictor"]})
+            proxies = {"gateway": platform.process.pid}
             targets = {
                 "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},
                 "grpc": {"gateway": platform.grpc_target, "triton": triton_grpc},
             }
+            if args.floor:
+                floor, proxies["floor"] = stack.enter_context(_floor_proxy(triton_grpc))
+                targets["grpc"] = {"floor": floor, **targets["grpc"]}
+            meter = CpuMeter(proxies, {"triton": platform.component_pids(MODEL)["predictor"]})
             print(f"load average before: {loadavg()}")
             print(f"\n{'protocol':8} {'conc':>4} {'target':8} {'infer/s':>9} {'avg ms':>8} "
-                  f"{'gw/triton':>9} {'gw us/req':>9} {'triton us/req':>13}")
+                  f"{'x/triton':>9} {'proxy us/req':>12} {'triton us/req':>13}")
             for protocol, urls in targets.items():
                 if protocol not in args.protocols:
                     continue
@@ -109,12 +144,12 @@ def main() -> int:
                         for name, url in urls.items()
                     }
                     for name, (rps, latency, cpu) in measured.items():
-                        ratio = gateway_cpu = ""
-                        if name == "gateway" and measured["triton"][0]:
+                        ratio = proxy_cpu = ""
+                        if name in proxies and measured["triton"][0]:
                             ratio = f"{rps / measured['triton'][0]:.2f}x"
-                            gateway_cpu = f"{cpu['gateway']:.0f}"
+                            proxy_cpu = f"{cpu[name]:.0f}"
                         print(f"{protocol:8} {concurrency:>4} {name:8} {rps:>9.0f} "
-                              f"{latency:>8.2f} {ratio:>9} {gateway_cpu:>9} "
+                              f"{latency:>8.2f} {ratio:>9} {proxy_cpu:>12} "
                               f"{cpu['triton']:>13.0f}", flush=True)
             print(f"load average after: {loadavg()}")
     return 0
