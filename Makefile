@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: install triton-venv browser kube promtool images base-image run test test-fast lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer clean
+.PHONY: install triton-venv browser kube promtool images base-image run test test-fast lint build-models bench bench-tf bench-triton bench-peers bench-perf-analyzer bench-reuseport clean
 
 install: $(STAMP) triton-venv browser
 
@@ -76,6 +76,11 @@ bench-peers: install
 # through the gateway, directly and (gRPC) through a bare grpc.aio proxy, in one run.
 bench-perf-analyzer: install
 	$(BIN)/python loadtests/bench_perf_analyzer.py --perf-analyzer "$$(tools/perf-analyzer.sh)" --floor
+
+# One data-plane process against several on one SO_REUSEPORT port, in front of one tritonserver
+# (what more gateway processes would buy; `--processes 1 2 4` on a bigger machine).
+bench-reuseport: install
+	$(BIN)/python loadtests/bench_reuseport.py --perf-analyzer "$$(tools/perf-analyzer.sh)"
 
 clean:
 	rm -rf $(VENV) .venv-mlserver .venv-triton $(MODELS) .pytest_cache .mypy_cache loadtest-reports
