@@ -28,7 +28,7 @@ from gateway.routing import Backend, RoutingTable, ServiceRoute
 from gateway.settings import GatewaySettings
 from servers.errors import ModelServeError
 from tests.gateway.upstreams import start_grpc
-from tests.support import free_port
+from tests.support import free_port, free_ports
 
 A = "svc-predictor-00001"
 # Probes that never fire during a test, unless the test asks for short back-offs.
@@ -94,6 +94,12 @@ def dead() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+def dead_urls(count: int) -> list[str]:
+    """Distinct dead URLs: two `dead()` calls may name one port, and a pair of backends with
+    one URL is one replica (it was: a third failure in a row ejected nothing, once)."""
+    return [f"http://127.0.0.1:{port}" for port in free_ports(count)]
+
+
 async def until(condition: Callable[[], bool], limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
         while not condition():
@@ -123,7 +129,7 @@ def test_the_policy_comes_from_the_settings_and_a_cap_below_the_base_fails(
 def test_failures_in_a_row_eject_and_an_answer_resets_the_count() -> None:
     async def scenario() -> None:
         tracker = OutlierTracker(clock=lambda: 100.0)
-        route = pair(dead(), dead())
+        route = pair(*dead_urls(2))
         bad = route.backends[0]
         assert not tracker.failed(route, bad, SLOW)
         assert not tracker.failed(route, bad, SLOW)
@@ -145,7 +151,7 @@ def test_failures_in_a_row_eject_and_an_answer_resets_the_count() -> None:
 def test_the_last_replica_in_rotation_is_never_ejected() -> None:
     async def scenario() -> None:
         tracker = OutlierTracker()
-        route = pair(dead(), dead())
+        route = pair(*dead_urls(2))
         first, second = route.backends
         for _ in range(3):
             tracker.failed(route, first, SLOW)
@@ -154,7 +160,7 @@ def test_the_last_replica_in_rotation_is_never_ejected() -> None:
         assert [e.url for e in tracker.ejected("svc")] == [first.http_url]
 
         # A sibling that is not ready is not in rotation: the replica is the last one.
-        starting = pair(dead(), dead(), ready_b=False)
+        starting = pair(*dead_urls(2), ready_b=False)
         for _ in range(10):
             assert not tracker.failed(starting, starting.backends[0], SLOW)
         alone = ServiceRoute("solo", backends=(Backend(A, dead(), None),))
@@ -169,7 +175,7 @@ def test_the_last_replica_in_rotation_is_never_ejected() -> None:
 def test_zero_failures_turns_ejection_off() -> None:
     async def scenario() -> None:
         tracker = OutlierTracker()
-        route = pair(dead(), dead())
+        route = pair(*dead_urls(2))
         off = OutlierPolicy(0, 600, 600, 1)
         assert not any(tracker.failed(route, route.backends[0], off) for _ in range(20))
         assert tracker.ejected("svc") == []
@@ -208,7 +214,7 @@ def test_a_failed_probe_ejects_again_for_longer_and_a_good_one_returns_the_repli
 def test_a_replica_that_leaves_the_route_is_forgotten() -> None:
     async def scenario() -> None:
         table = RoutingTable()
-        first, second, third = dead(), dead(), dead()
+        first, second, third = dead_urls(3)
         route = pair(first, second)
         table.update(route)
         for _ in range(3):
@@ -309,9 +315,10 @@ def test_a_clients_short_grpc_deadline_ejects_nothing() -> None:
     async def scenario() -> None:
         (one, port_one), (two, port_two) = await start_grpc("one"), await start_grpc("two")
         table = RoutingTable()
+        url_one, url_two = dead_urls(2)
         table.update(ServiceRoute("slow", backends=(
-            Backend(A, dead(), f"127.0.0.1:{port_one}"),
-            Backend(A, dead(), f"127.0.0.1:{port_two}"))))
+            Backend(A, url_one, f"127.0.0.1:{port_one}"),
+            Backend(A, url_two, f"127.0.0.1:{port_two}"))))
         settings = GatewaySettings(request_timeout_s=0.4, outlier_consecutive_failures=3,
                                    outlier_base_ejection_s=600, outlier_max_ejection_s=600)
         proxy = GrpcProxy(table, settings)
@@ -352,7 +359,7 @@ def test_a_clients_short_grpc_deadline_ejects_nothing() -> None:
 def test_status_and_metrics_show_the_ejected_replicas() -> None:
     async def scenario() -> None:
         table = RoutingTable()
-        route = pair(dead(), dead())
+        route = pair(*dead_urls(2))
         table.update(route)
         bad = route.backends[0]
         for _ in range(3):
