@@ -87,7 +87,7 @@ def run_server(
     """Start `python -m module args` on free ports and stop it afterwards; `host` is where it
     is reached (a server told to bind another loopback address, e.g. 127.0.0.2); `env` adds
     to the environment."""
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     log = log_dir / f"{module.replace('.', '_')}_{http_port}.log"
     command = [
         sys.executable,
@@ -200,7 +200,7 @@ def run_platform(
     """`modelserve up` with the demo manifests (or `files`) on free ports (admin port too),
     with `env` added to its environment and `args` to its command line; SIGTERM afterwards.
     Unless `env` sets admin tokens, `up` generates one, read here from its token file."""
-    port, grpc_port, admin_port = free_port(), free_port(), free_port()
+    port, grpc_port, admin_port = free_ports(3)
     log = log_dir / f"modelserve_up_{port}.log"
     runtime_dir = log_dir / f"runtime-{port}"
     runtime_dir.mkdir(mode=0o700)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import ROOT, Platform, free_port, run_platform
+from tests.support import ROOT, Platform, free_ports, run_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -144,8 +144,9 @@ def test_up_refuses_a_manifest_the_launch_policy_refuses(models_root: Path,
     }
     path = tmp_path / "pwned.yaml"
     path.write_text(yaml.safe_dump(spec))
-    command = [MODELSERVE, "up", str(path), "--port", str(free_port()), "--grpc-port",
-               str(free_port()), "--admin-port", str(free_port()), "--models-dir",
+    port, grpc_port, admin_port = free_ports(3)
+    command = [MODELSERVE, "up", str(path), "--port", str(port), "--grpc-port",
+               str(grpc_port), "--admin-port", str(admin_port), "--models-dir",
                str(models_root)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**platform_env(tmp_path)})

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_ports
 
 pytestmark = pytest.mark.e2e
 IRIS_ROW = {"sepal_length": 6.8, "sepal_width": 2.8, "petal_length": 4.8, "petal_width": 1.4}
@@ -66,7 +66,7 @@ class Up:
 
 @pytest.fixture
 def up(models_root: Path, tmp_path: Path) -> Iterator[Up]:
-    port, grpc_port, admin_port = free_port(), free_port(), free_port()
+    port, grpc_port, admin_port = free_ports(3)
     runtime_dir = tmp_path / "runtime"
     runtime_dir.mkdir(mode=0o700)
     command = [str(Path(sys.executable).parent / "modelserve"), "up", "--port", str(port),

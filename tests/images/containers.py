@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import free_port
+from tests.support import free_ports
 
 # The rlimits a container gets: explicit, as podman's defaults (the host's hard limits) fail
 # with EPERM here.
@@ -136,7 +136,7 @@ def run_container(
     host ports), host folders mounted read-only, `tmpfs` folders writable for uid 1000; in
     the network namespace of `network_of` (a pod's shared loopback) when given."""
     name = f"modelserve-test-{uuid.uuid4().hex[:10]}"
-    published = {port: free_port() for port in ports} if network_of is None else {}
+    published = dict(zip(ports, free_ports(len(ports)), strict=True)) if network_of is None else {}
     shared = None if network_of is None else f"container:{network_of.name}"
     command = ["run", "--detach", "--name", name, *runtime.run_flags(shared)]
     for port, host in published.items():

@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import grpc
 import pytest
 from grpc import aio
 
 from loadtests.grpc_floor import SERVICE, serve
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import free_port
 
 
 async def _through_floor() -> tuple[bytes, tuple[tuple[str, str | bytes], ...], list[str],
@@ -42,7 +36,7 @@ async def _through_floor() -> tuple[bytes, tuple[tuple[str, str | bytes], ...], 
     }),))
     backend_port = backend.add_insecure_port("127.0.0.1:0")
     await backend.start()
-    port = _free_port()
+    port = free_port()
     floor = asyncio.create_task(serve(port, f"127.0.0.1:{backend_port}"))
     try:
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:

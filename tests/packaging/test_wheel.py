@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import ROOT, free_port, read_admin_token, wait_ready
+from tests.support import ROOT, free_ports, read_admin_token, wait_ready
 
 pytestmark = pytest.mark.e2e
 UV = Path(sys.executable).parent / "uv"
@@ -131,7 +131,7 @@ def _environ(runtime_dir: Path) -> dict[str, str]:
 @contextmanager
 def _up(modelserve: Path, work: Path, env: dict[str, str], *args: str) -> Iterator[_Up]:
     """`modelserve up ARGS` in `work` on free loopback ports; SIGTERM (then SIGKILL) after."""
-    port, grpc_port, admin_port = free_port(), free_port(), free_port()
+    port, grpc_port, admin_port = free_ports(3)
     log = work / "up.log"
     command = [str(modelserve), "up", *args, "--port", str(port), "--grpc-port",
                str(grpc_port), "--admin-port", str(admin_port)]

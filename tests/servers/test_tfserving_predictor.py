@@ -24,7 +24,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from sklearn.datasets import load_digits
 
-from tests.support import ROOT, ServerProcess, free_port, run_server
+from tests.support import ROOT, ServerProcess, free_ports, run_server
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
@@ -264,10 +264,10 @@ def test_a_silent_backend_is_504(proxy: ServerProcess, relay: Relay, images: np.
 
 
 def test_an_unreachable_backend_stops_the_server_at_start_up() -> None:
-    dead = free_port()
+    dead, http_port, grpc_port = free_ports(3)
     command = [sys.executable, "-m", "servers.tensorflow", f"--model_name={MODEL}",
                f"--tfserving_host=127.0.0.1:{dead}", "--tfserving_timeout_s=1",
-               f"--http_port={free_port()}", f"--grpc_port={free_port()}"]
+               f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 1, done.stdout + done.stderr
     assert (f"TF Serving backend 127.0.0.1:{dead} is unreachable: no answer to GetModelMetadata "
