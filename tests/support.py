@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -201,9 +202,10 @@ def run_platform(
     with `env` added to its environment and `args` to its command line; SIGTERM afterwards.
     Unless `env` sets admin tokens, `up` generates one, read here from its token file."""
     port, grpc_port, admin_port = free_ports(3)
-    log = log_dir / f"modelserve_up_{port}.log"
-    runtime_dir = log_dir / f"runtime-{port}"
-    runtime_dir.mkdir(mode=0o700)
+    # Unique, not named by the port alone: a port freed by an earlier platform in the same
+    # `log_dir` comes back (it did: FileExistsError), and its token file must not be read.
+    runtime_dir = Path(tempfile.mkdtemp(prefix=f"runtime-{port}-", dir=log_dir))  # mode 0700
+    log = log_dir / f"modelserve_up_{runtime_dir.name.removeprefix('runtime-')}.log"
     command = [str(Path(sys.executable).parent / "modelserve"), "up", *map(str, files or []),
                "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
                "--admin-port", str(admin_port), "--models-dir", str(models_root), *(args or [])]
