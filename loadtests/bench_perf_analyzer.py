@@ -37,7 +37,7 @@ import yaml  # noqa: E402
 
 from loadtests.cpu import CpuMeter  # noqa: E402
 from loadtests.table import loadavg  # noqa: E402
-from tests.support import Platform, run_platform  # noqa: E402
+from tests.support import Platform, free_port, run_platform  # noqa: E402
 
 MODEL = "triton-digits"
 SHAPE = "images:1,8,8"
@@ -68,24 +68,46 @@ def run(perf_analyzer: str, url: str, protocol: str, concurrency: int, seconds: 
     return rps, int(match.group(2)) / 1000, per_request
 
 
+def wait_listening(port: int, processes: list[subprocess.Popen[bytes]], what: str,
+                   timeout: float = 60) -> None:
+    """Return once something accepts on 127.0.0.1:`port`; raise if one of `processes`
+    exits first or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def held_triton() -> Iterator[Platform]:
+    """`modelserve up` with triton-digits held at one replica (min = max = 1), on the demo
+    models built into a temporary folder."""
+    from demos import build_all
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        build_all(models)
+        doc = yaml.safe_load(MANIFEST.read_text())
+        doc["spec"]["predictor"]["minReplicas"] = doc["spec"]["predictor"]["maxReplicas"] = 1
+        manifest = Path(tmp) / MANIFEST.name
+        manifest.write_text(yaml.safe_dump(doc))
+        with run_platform(models, Path(tmp), files=[manifest]) as platform:
+            yield platform
+
+
 @contextlib.contextmanager
 def _floor_proxy(target: str) -> Iterator[tuple[str, int]]:
     """loadtests/grpc_floor.py in front of `target`: (its address, its pid)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "loadtests.grpc_floor", "--port", str(port), "--target", target],
         cwd=ROOT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the floor proxy did not start (exit {process.returncode})")
-            time.sleep(0.1)
+        wait_listening(port, [process], "the floor proxy", timeout=30)
         yield f"127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
@@ -110,48 +132,39 @@ def main() -> int:
     parser.add_argument("--floor", action="store_true",
                         help="also a bare grpc.aio proxy, for gRPC (loadtests/grpc_floor.py)")
     args = parser.parse_args()
-    from demos import build_all
-
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        build_all(models)
-        doc = yaml.safe_load(MANIFEST.read_text())
-        doc["spec"]["predictor"]["minReplicas"] = doc["spec"]["predictor"]["maxReplicas"] = 1
-        manifest = Path(tmp) / MANIFEST.name
-        manifest.write_text(yaml.safe_dump(doc))
-        with contextlib.ExitStack() as stack:
-            platform = stack.enter_context(run_platform(models, Path(tmp), files=[manifest]))
-            triton_http, triton_grpc = _triton_ports(platform)
-            proxies = {"gateway": platform.process.pid}
-            targets = {
-                "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},
-                "grpc": {"gateway": platform.grpc_target, "triton": triton_grpc},
-            }
-            if args.floor:
-                floor, proxies["floor"] = stack.enter_context(_floor_proxy(triton_grpc))
-                targets["grpc"] = {"floor": floor, **targets["grpc"]}
-            meter = CpuMeter(proxies, {"triton": platform.component_pids(MODEL)["predictor"]})
-            print(f"load average before: {loadavg()}")
-            print(f"\n{'protocol':8} {'conc':>4} {'target':8} {'infer/s':>9} {'avg ms':>8} "
-                  f"{'x/triton':>9} {'proxy us/req':>12} {'triton us/req':>13}")
-            for protocol, urls in targets.items():
-                if protocol not in args.protocols:
-                    continue
-                for concurrency in args.concurrency:
-                    measured = {
-                        name: run(args.perf_analyzer, url, protocol, concurrency, args.seconds,
-                                  meter)
-                        for name, url in urls.items()
-                    }
-                    for name, (rps, latency, cpu) in measured.items():
-                        ratio = proxy_cpu = ""
-                        if name in proxies and measured["triton"][0]:
-                            ratio = f"{rps / measured['triton'][0]:.2f}x"
-                            proxy_cpu = f"{cpu[name]:.0f}"
-                        print(f"{protocol:8} {concurrency:>4} {name:8} {rps:>9.0f} "
-                              f"{latency:>8.2f} {ratio:>9} {proxy_cpu:>12} "
-                              f"{cpu['triton']:>13.0f}", flush=True)
-            print(f"load average after: {loadavg()}")
+    with contextlib.ExitStack() as stack:
+        platform = stack.enter_context(held_triton())
+        triton_http, triton_grpc = _triton_ports(platform)
+        proxies = {"gateway": platform.process.pid}
+        targets = {
+            "http": {"gateway": f"127.0.0.1:{platform.port}", "triton": triton_http},
+            "grpc": {"gateway": platform.grpc_target, "triton": triton_grpc},
+        }
+        if args.floor:
+            floor, proxies["floor"] = stack.enter_context(_floor_proxy(triton_grpc))
+            targets["grpc"] = {"floor": floor, **targets["grpc"]}
+        meter = CpuMeter(proxies, {"triton": platform.component_pids(MODEL)["predictor"]})
+        print(f"load average before: {loadavg()}")
+        print(f"\n{'protocol':8} {'conc':>4} {'target':8} {'infer/s':>9} {'avg ms':>8} "
+              f"{'x/triton':>9} {'proxy us/req':>12} {'triton us/req':>13}")
+        for protocol, urls in targets.items():
+            if protocol not in args.protocols:
+                continue
+            for concurrency in args.concurrency:
+                measured = {
+                    name: run(args.perf_analyzer, url, protocol, concurrency, args.seconds,
+                              meter)
+                    for name, url in urls.items()
+                }
+                for name, (rps, latency, cpu) in measured.items():
+                    ratio = proxy_cpu = ""
+                    if name in proxies and measured["triton"][0]:
+                        ratio = f"{rps / measured['triton'][0]:.2f}x"
+                        proxy_cpu = f"{cpu[name]:.0f}"
+                    print(f"{protocol:8} {concurrency:>4} {name:8} {rps:>9.0f} "
+                          f"{latency:>8.2f} {ratio:>9} {proxy_cpu:>12} "
+                          f"{cpu['triton']:>13.0f}", flush=True)
+        print(f"load average after: {loadavg()}")
     return 0
 
 

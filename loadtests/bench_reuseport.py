@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,15 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-
-from loadtests.cpu import process_seconds  # noqa: E402
+from loadtests.bench_perf_analyzer import MODEL, held_triton, run, wait_listening  # noqa: E402
+from loadtests.cpu import CpuMeter  # noqa: E402
 from loadtests.table import loadavg  # noqa: E402
-from tests.support import run_platform  # noqa: E402
-
-MODEL = "triton-digits"
-MANIFEST = ROOT / "inferenceservices" / "triton-digits.yaml"
-_THROUGHPUT = re.compile(r"throughput: ([\d.]+) infer/sec")
+from tests.support import free_port  # noqa: E402
 
 
 def reuseport_socket(port: int) -> socket.socket:
@@ -79,21 +72,13 @@ def worker(port: int, triton_url: str) -> None:
 @contextlib.contextmanager
 def _data_planes(count: int, triton_url: str) -> Iterator[tuple[int, list[int]]]:
     """`count` worker processes on one free port: (the port, their pids)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     processes = [
         subprocess.Popen([sys.executable, __file__, "--worker", str(port), triton_url], cwd=ROOT)
         for _ in range(count)
     ]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
-                raise RuntimeError("a data-plane process did not start")
-            time.sleep(0.2)
+        wait_listening(port, processes, "a data-plane process")
         time.sleep(2)  # every process listening, not only the first
         yield port, [p.pid for p in processes]
     finally:
@@ -101,26 +86,6 @@ def _data_planes(count: int, triton_url: str) -> Iterator[tuple[int, list[int]]]
             p.terminate()
         for p in processes:
             p.wait(10)
-
-
-def _run(perf_analyzer: str, url: str, concurrency: int, seconds: float,
-         pids: list[int]) -> tuple[float, float]:
-    """(infer/s, CPU µs per request of `pids` together) of one perf_analyzer run."""
-    before, started = sum(map(process_seconds, pids)), time.perf_counter()
-    done = subprocess.run(
-        [perf_analyzer, "-m", MODEL, "-u", url, "-i", "http", "--shape", "images:1,8,8",
-         "--concurrency-range", str(concurrency), "--measurement-interval",
-         str(int(seconds * 1000)), "--max-trials", "8", "--stability-percentage", "100"],
-        capture_output=True, text=True, timeout=300,
-    )
-    wall = time.perf_counter() - started
-    used = sum(map(process_seconds, pids)) - before
-    match = _THROUGHPUT.search(done.stdout)
-    if done.returncode != 0 or match is None:
-        raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n"
-                           f"{done.stderr}")
-    rps = float(match.group(1))
-    return rps, used / wall / rps * 1e6 if rps else 0.0
 
 
 def main() -> int:
@@ -139,36 +104,29 @@ def main() -> int:
         return 0
     if not args.perf_analyzer:
         parser.error("--perf-analyzer is required")
-    from demos import build_all
-
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        build_all(models)
-        doc = yaml.safe_load(MANIFEST.read_text())
-        doc["spec"]["predictor"]["minReplicas"] = doc["spec"]["predictor"]["maxReplicas"] = 1
-        manifest = Path(tmp) / MANIFEST.name
-        manifest.write_text(yaml.safe_dump(doc))
-        with run_platform(models, Path(tmp), files=[manifest]) as platform:
-            triton_url = str(platform.ready_replica(MODEL)["url"])
-            print(f"load average before: {loadavg()}")
-            print(f"\n{'processes':>9} {'conc':>4} {'infer/s':>9} {'vs 1':>6} {'us/req':>7}")
-            single: dict[int, float] = {}
-            for count in args.processes:
-                with _data_planes(count, triton_url) as (port, pids):
-                    for concurrency in args.concurrency:
-                        rps, cpu = _run(args.perf_analyzer, f"127.0.0.1:{port}", concurrency,
-                                        args.seconds, pids)
-                        if count == 1:
-                            single[concurrency] = rps
-                        known = single.get(concurrency)
-                        ratio = f"{rps / known:.2f}x" if known else ""
-                        print(f"{count:>9} {concurrency:>4} {rps:>9.0f} {ratio:>6} {cpu:>7.0f}",
-                              flush=True)
-            for concurrency in args.concurrency:
-                rps, _ = _run(args.perf_analyzer, triton_url.removeprefix("http://"),
-                              concurrency, args.seconds, [platform.process.pid])
-                print(f"{'direct':>9} {concurrency:>4} {rps:>9.0f}", flush=True)
-            print(f"load average after: {loadavg()}")
+    with held_triton() as platform:
+        triton_url = str(platform.ready_replica(MODEL)["url"])
+        print(f"load average before: {loadavg()}")
+        print(f"\n{'processes':>9} {'conc':>4} {'infer/s':>9} {'vs 1':>6} {'us/req':>7}")
+        single: dict[int, float] = {}
+        for count in args.processes:
+            with _data_planes(count, triton_url) as (port, pids):
+                meter = CpuMeter({f"data plane {i}": pid for i, pid in enumerate(pids)})
+                for concurrency in args.concurrency:
+                    rps, _, per_process = run(args.perf_analyzer, f"127.0.0.1:{port}", "http",
+                                              concurrency, args.seconds, meter)
+                    if count == 1:
+                        single[concurrency] = rps
+                    known = single.get(concurrency)
+                    ratio = f"{rps / known:.2f}x" if known else ""
+                    cpu = sum(per_process.values())
+                    print(f"{count:>9} {concurrency:>4} {rps:>9.0f} {ratio:>6} {cpu:>7.0f}",
+                          flush=True)
+        for concurrency in args.concurrency:
+            rps, _, _ = run(args.perf_analyzer, triton_url.removeprefix("http://"), "http",
+                            concurrency, args.seconds, CpuMeter({}))
+            print(f"{'direct':>9} {concurrency:>4} {rps:>9.0f}", flush=True)
+        print(f"load average after: {loadavg()}")
     return 0
 
 
